@@ -1,0 +1,131 @@
+"""One candidate of the search: build it, train it ``max_iters`` iterations, evaluate the original's AP.
+
+Training follows the original loop: RMSProp with L2 and the piecewise LR from the config, a median-smoothed
+log line every ``log_iter`` iterations, ``model_final`` saved at the end, then AP@0.5 over the eval set.
+"""
+import logging
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import paddle
+
+from ppdet.core.workspace import create
+from ppdet.data.reader import create_reader
+from ppdet.slim.nas.metrics import APAccumulator
+from ppdet.utils.stats import TrainingStats, eta_string
+
+__all__ = ['CandidateResult', 'CandidateTrainer', 'select_device']
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CandidateResult:
+    status: str                 # 'trained' or 'failed' (non-finite loss)
+    ap: float
+    train_seconds: float
+    weights: Optional[str] = None
+
+
+def select_device(use_gpu):
+    """'gpu' when asked for and available; a CPU-only machine falls back to the CPU with a warning."""
+    if use_gpu and paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
+        return 'gpu'
+    if use_gpu:
+        warnings.warn('use_gpu is true but this Paddle has no usable GPU; training on the CPU', stacklevel=2)
+    return 'cpu'
+
+
+class CandidateTrainer:
+    """Trains and evaluates candidates under one config (readers, optimizer, schedule, AMP)."""
+
+    def __init__(self, cfg, device='cpu', fp16=False, loss_scale=8.0, seed=0, is_main_process=True):
+        self.cfg = cfg
+        self.device = device
+        self.fp16 = fp16 and device == 'gpu'
+        if fp16 and not self.fp16:
+            logger.warning('--fp16 is ignored on the CPU (Paddle AMP needs a GPU); training in float32')
+        self.loss_scale = loss_scale
+        self.seed = seed
+        self.is_main_process = is_main_process
+        self.max_iters = int(cfg.get('max_iters', 5000))
+        self.log_iter = int(cfg.get('log_iter', 20))
+        self.window = int(cfg.get('log_smooth_window', 20))
+
+    def build(self, blazenet_kwargs):
+        """The candidate's BlazeFace: the config's BlazeNet/BlazeFace sections overlaid by the searched args."""
+        paddle.seed(self.seed)
+        backbone = create('BlazeNet', self.cfg, **blazenet_kwargs)
+        return create('BlazeFace', self.cfg, backbone=backbone)
+
+    def run(self, model, out_dir):
+        """Train, save ``model_final`` under ``out_dir``, evaluate; a non-finite loss ends it as 'failed'."""
+        start = time.time()
+        trained = self.train(model)
+        seconds = time.time() - start
+        if not trained:
+            return CandidateResult('failed', 0.0, seconds)
+        weights = None
+        if self.is_main_process:
+            os.makedirs(out_dir, exist_ok=True)
+            weights = os.path.join(out_dir, 'model_final.pdparams')
+            paddle.save(model.state_dict(), weights)
+        return CandidateResult('trained', self.evaluate(model), seconds, weights)
+
+    def _optimizer(self, model):
+        lr = create('LearningRate', self.cfg)()
+        return lr, create('OptimizerBuilder', self.cfg)(lr, model.parameters())
+
+    def train(self, model):
+        """``max_iters`` iterations; False as soon as the loss is not finite."""
+        model.train()
+        lr, optimizer = self._optimizer(model)
+        scaler = paddle.amp.GradScaler(init_loss_scaling=self.loss_scale) if self.fp16 else None
+        stats = TrainingStats(self.window, ['loss'])
+        reader = create_reader(self.cfg['TrainReader'], 'train', max_iters=self.max_iters, seed=self.seed)
+        step_times = []
+        tick = time.time()
+        for it, batch in enumerate(reader):
+            loss = self._step(model, optimizer, scaler, batch)
+            if not math.isfinite(loss):
+                logger.warning('iter: %d, loss is %s: candidate failed', it, loss)
+                return False
+            lr.step()
+            stats.update({'loss': loss})
+            now = time.time()
+            step_times = (step_times + [now - tick])[-self.window:]
+            tick = now
+            if self.is_main_process and (it % self.log_iter == 0 or it == self.max_iters - 1):
+                per_iter = float(np.mean(step_times))
+                logger.info('iter: %d, lr: %.6f, %s, time: %.3f, eta: %s', it, optimizer.get_lr(), stats.log(),
+                            per_iter, eta_string((self.max_iters - it - 1) * per_iter))
+        return True
+
+    def _step(self, model, optimizer, scaler, batch):
+        tensors = {k: paddle.to_tensor(batch[k]) for k in ('image', 'gt_bbox', 'gt_class', 'gt_num')}
+        with paddle.amp.auto_cast(enable=self.fp16):
+            loss = model.loss(**tensors)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.minimize(optimizer, loss)
+        else:
+            loss.backward()
+            optimizer.step()
+        optimizer.clear_grad()
+        return float(loss)
+
+    def evaluate(self, model):
+        """The original's reward: AP@0.5 over the eval set."""
+        model.eval()
+        accumulator = APAccumulator()
+        with paddle.no_grad():
+            for batch in create_reader(self.cfg['EvalReader'], 'eval', seed=self.seed):
+                detections, counts = model.predict(paddle.to_tensor(batch['image']))
+                accumulator.add(detections.numpy(), counts.numpy(), batch)
+        model.train()
+        return float(accumulator.accumulate())

@@ -1,0 +1,46 @@
+"""Loading a search config: YAML + ``-o`` overrides -> checked config, Constraint, search space, pricer."""
+from dataclasses import dataclass
+
+from paddleslim.nas.search_space.search_space_registry import SEARCHSPACE
+
+import ppdet.data  # noqa: F401  (registers the dataset and transform tags)
+import ppdet.optimizer  # noqa: F401  (registers LearningRate, OptimizerBuilder and their tags)
+import search_space  # noqa: F401  (registers BlazeFaceNasSpace in PaddleSlim)
+from ppdet.core.workspace import ConfigError, check_top_level_keys, create, load_config, merge_config
+from ppdet.slim.nas.constraint import CandidatePricer, Constraint
+from search_space import search_space_name
+
+__all__ = ['SearchSetup', 'load_search_config', 'SEARCH_KEYS']
+
+# Top-level keys the search reads (registered sections such as BlazeNet or Constraint are known too).
+SEARCH_KEYS = ('architecture', 'max_iters', 'use_gpu', 'log_smooth_window', 'log_iter', 'metric', 'save_dir',
+               'num_classes', 'reduce_rate', 'init_temperature', 'is_server', 'search_steps', 'server_ip',
+               'server_port', 'search_space', 'TrainReader', 'EvalReader', 'max_consecutive_skips', 'seed')
+
+
+@dataclass
+class SearchSetup:
+    cfg: dict
+    constraint: Constraint
+    space_name: str
+    space: object
+    pricer: CandidatePricer
+
+
+def load_search_config(path, overrides=None):
+    """Everything a search or a pricing tool needs, with config mistakes raised before anything runs."""
+    cfg = load_config(path)
+    merge_config(overrides or {})
+    check_top_level_keys(cfg, SEARCH_KEYS)
+    if 'Constraint' not in cfg:
+        raise ConfigError('{}: no Constraint section; add one with ctype flops or latency'.format(path))
+    constraint = create('Constraint')
+    name = search_space_name(cfg.get('search_space', 'BlazeFaceNasSpace'), constraint.ctype)
+    space_cls = SEARCHSPACE.get(name)
+    if space_cls is None:
+        raise ConfigError('{}: search_space {!r} is not registered; use BlazeFaceNasSpace'.format(path, name))
+    space = space_cls()
+    if constraint.ctype == 'latency' and 1 in getattr(space, 'use_5x5kernel', [0]):
+        raise ConfigError('{}: search_space {} has 5x5 kernels, which latency tables do not price'.format(
+            path, name))
+    return SearchSetup(cfg, constraint, name, space, CandidatePricer(cfg, space, constraint))

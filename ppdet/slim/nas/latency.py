@@ -1,0 +1,260 @@
+"""Latency tables for the user's own device: which convs a search can place, and timing them.
+
+Everything is timed with Paddle Inference (``paddle.inference`` predictors on saved inference programs), the
+runtime users deploy with; eager dygraph timing would price Python dispatch, not the deployed network. Table
+entries and end-to-end checks use the same predictor settings (device, thread count) so that they compare.
+"""
+import contextlib
+import copy
+import itertools
+import os
+import platform
+import time
+
+import numpy as np
+import paddle
+from paddle import inference
+
+from ppdet.core.workspace import ConfigError
+from ppdet.slim.nas.candidate import CandidateTrainer
+from ppdet.slim.nas.config import load_search_config
+from ppdet.slim.nas.constraint import LatencyTable, latency_key
+
+__all__ = ['DEVICES', 'KERNELS', 'load_table_setup', 'candidate_model', 'DeployedBlazeFace', 'table_header', 'with_kernels', 'space_convs', 'Timer', 'measure_conv',
+           'save_layer', 'create_predictor', 'TableWriter']
+
+DEVICES = ('cpu', 'gpu')
+KERNELS = (3, 5)
+UNIT = 'us'
+
+
+def load_table_setup(config, overrides):
+    """The config's search setup without its latency table: these tools build or check tables, so a config
+    whose Constraint names a table not built yet must still load. The space keeps both kernel sizes."""
+    return load_search_config(config, dict(overrides, **{'Constraint.ctype': 'flops',
+                                                         'Constraint.table_file': None}))
+
+
+def candidate_model(cfg, pricer, tokens):
+    """The BlazeFace of a token vector of ``pricer.space``, built as the search builds candidates (the config's
+    sections overlaid by the tokens), so it is the network the pricer describes."""
+    try:
+        kwargs = pricer.blazenet_kwargs(tokens)
+    except ValueError as e:
+        raise ConfigError('--tokens {}: {}'.format(','.join(map(str, tokens)), e)) from None
+    return CandidateTrainer(cfg).build(kwargs)
+
+
+class DeployedBlazeFace(paddle.nn.Layer):
+    """What is saved for Paddle Inference: image -> decoded detections (``predict``), or with
+    ``decoded=False`` the raw (locs, confs), the network a latency table prices without the decoder."""
+
+    def __init__(self, model, decoded=True):
+        super().__init__()
+        self.model, self.decoded = model, decoded
+
+    def forward(self, image):
+        if self.decoded:
+            return self.model.predict(image)
+        locs, confs, _ = self.model(image)
+        return locs, confs
+
+
+def table_header(device, threads):
+    """(engine, device, unit), the three fields PaddleSlim reads from line 1: where the numbers hold.
+
+    The thread count is part of the device name because CPU latencies change with it; a table is only valid
+    for predictors run with the same count.
+    """
+    engine = 'paddle_inference_{}'.format(paddle.__version__)
+    if device == 'gpu':
+        name = paddle.device.cuda.get_device_name() if paddle.device.cuda.device_count() else 'unknown'
+        where = 'gpu_{}'.format(name.replace(' ', '_'))
+    else:
+        where = 'cpu_{}_{}threads'.format(platform.machine(), threads)
+    return engine, where, UNIT
+
+
+def with_kernels(space, kernels):
+    """A copy of ``space`` whose kernel token chooses among ``kernels`` (3 and/or 5), whatever the search uses.
+
+    Latency searches run the 3x3-only space, but a table may also be asked to cover 5x5 convs.
+    """
+    kernels = sorted(set(kernels))
+    if not kernels or any(k not in KERNELS for k in kernels):
+        raise ConfigError('--kernels {}: choose from {}'.format(','.join(map(str, kernels)),
+                                                               ','.join(map(str, KERNELS))))
+    space = copy.copy(space)
+    space.use_5x5kernel = [int(k == 5) for k in kernels]
+    return space
+
+
+def space_convs(pricer):
+    """Every distinct conv (by table key) a candidate of ``pricer.space`` places, as {key: PlacedConv}.
+
+    The space has ~11.7M token vectors, but a conv's key depends on at most two channel tokens (its input and
+    output widths) and the kernel token (the last one). Running every pair of channel tokens over all their
+    values, for each kernel value, with the other tokens fixed, therefore meets every key in ~1,800
+    candidates per kernel.
+    """
+    ranges = pricer.space.range_table()
+    channel_tokens = range(len(ranges) - 1)
+    convs = {}
+    for kernel in range(ranges[-1]):
+        for i, j in itertools.combinations(channel_tokens, 2):
+            for a, b in itertools.product(range(ranges[i]), range(ranges[j])):
+                tokens = [0] * len(ranges)
+                tokens[i], tokens[j], tokens[-1] = a, b, kernel
+                for placed in pricer.describe(tokens):
+                    convs.setdefault(latency_key(placed), placed)
+    return convs
+
+
+@contextlib.contextmanager
+def _static_mode():
+    paddle.enable_static()
+    try:
+        yield
+    finally:
+        paddle.disable_static()
+
+
+def measure_conv(timer, placed, workdir):
+    """Microseconds of one conv alone, as its key describes it: input 1 x C_in x H x W, no bias, no batch
+    norm, no activation."""
+    shape = [1, placed.spec.in_channels, placed.in_height, placed.in_width]
+    return timer.measure(save_conv_program(placed.spec, shape, os.path.join(workdir, 'conv')), shape)
+
+
+def save_conv_program(spec, input_shape, prefix):
+    """Save an inference program holding just this conv.
+
+    Built as a static program directly (no dygraph tracing), which keeps a table of hundreds of convs fast.
+    """
+    with _static_mode():
+        main, startup = paddle.static.Program(), paddle.static.Program()
+        with paddle.static.program_guard(main, startup):
+            image = paddle.static.data('x', list(input_shape), 'float32')
+            conv = paddle.nn.Conv2D(spec.in_channels, spec.out_channels, spec.kernel, spec.stride, spec.padding,
+                                    groups=spec.groups, bias_attr=False)
+            out = conv(image)
+        exe = paddle.static.Executor(paddle.CPUPlace())
+        exe.run(startup)
+        paddle.static.save_inference_model(prefix, [image], [out], exe, program=main)
+    return prefix
+
+
+def save_layer(layer, input_shape, prefix):
+    """``paddle.jit.save`` a layer in eval mode for a static input shape (what Paddle Inference and Lite load)."""
+    layer.eval()
+    spec = [paddle.static.InputSpec(list(input_shape), 'float32', 'image')]
+    static = paddle.jit.to_static(layer, input_spec=spec, full_graph=True)
+    paddle.jit.save(static, prefix, input_spec=spec)
+    return prefix
+
+
+def model_files(prefix):
+    """The (program, params) files of a saved inference model: PIR saves ``.json``, older Paddle ``.pdmodel``."""
+    for ext in ('.json', '.pdmodel'):
+        if os.path.isfile(prefix + ext):
+            return prefix + ext, prefix + '.pdiparams'
+    raise ConfigError('no inference model at {} (expected {}.json or {}.pdmodel with {}.pdiparams)'.format(
+        prefix, prefix, prefix, prefix))
+
+
+def create_predictor(prefix, device='cpu', threads=1):
+    """A Paddle Inference predictor with the deployment defaults (IR optimisation, oneDNN on x86 CPUs) and a
+    pinned thread count, so that latencies measured with it are reproducible."""
+    config = inference.Config(*model_files(prefix))
+    if device == 'gpu':
+        config.enable_use_gpu(256, 0)
+    else:
+        config.disable_gpu()
+        config.set_cpu_math_library_num_threads(threads)
+    config.disable_glog_info()
+    return inference.create_predictor(config)
+
+
+class Timer:
+    """Median latency (us) of ``predictor.run()`` after warm-up, on one device with a fixed thread count.
+
+    Only the run is timed: the input is copied in once, the output stays in the predictor. On a GPU each run
+    is followed by a device synchronisation, since kernels are launched asynchronously.
+    """
+
+    def __init__(self, device='cpu', threads=1, warmup=10, repeats=30):
+        if device not in DEVICES:
+            raise ConfigError('--device {!r}: choose cpu or gpu'.format(device))
+        if device == 'gpu' and not paddle.device.is_compiled_with_cuda():
+            raise ConfigError('--device gpu: this Paddle is built without CUDA')
+        if threads < 1 or repeats < 1 or warmup < 0:
+            raise ConfigError('--threads and --repeats must be at least 1, --warmup at least 0')
+        self.device, self.threads, self.warmup, self.repeats = device, threads, warmup, repeats
+
+    @property
+    def header(self):
+        return table_header(self.device, self.threads)
+
+    def predictor(self, prefix):
+        return create_predictor(prefix, self.device, self.threads)
+
+    def measure(self, prefix, input_shape, seed=0):
+        """Median microseconds of one run of the saved model at ``prefix`` on a random input."""
+        predictor = self.predictor(prefix)
+        handle = predictor.get_input_handle(predictor.get_input_names()[0])
+        handle.reshape(list(input_shape))
+        handle.copy_from_cpu(np.random.RandomState(seed).standard_normal(input_shape).astype(np.float32))
+        sync = paddle.device.synchronize if self.device == 'gpu' else (lambda: None)
+        for _ in range(self.warmup):
+            predictor.run()
+        sync()
+        times = []
+        for _ in range(self.repeats):
+            start = time.perf_counter()
+            predictor.run()
+            sync()
+            times.append(time.perf_counter() - start)
+        return float(np.median(times)) * 1e6
+
+
+class TableWriter:
+    """Appends ``key<TAB>us`` lines to a table, one flushed line per measurement, so an interrupted build loses
+    at most the conv it was timing and a rerun resumes from the keys already in the file."""
+
+    def __init__(self, path, header):
+        self.path = path
+        self.measured = self._existing_keys(path, header)
+        if not self.measured and not _has_content(path):
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            with open(path, 'w') as f:
+                f.write('\t'.join(header) + '\n')
+
+    @staticmethod
+    def _existing_keys(path, header):
+        if not _has_content(path):
+            return set()
+        _drop_partial_line(path)
+        if not _has_content(path):
+            return set()
+        table = LatencyTable.load(path)
+        if table.header != tuple(header):
+            raise ConfigError('{} was measured as {!r}, this run measures {!r}; resuming would mix the two, so '
+                              'write to another --out'.format(path, '\t'.join(table.header), '\t'.join(header)))
+        return set(table.entries)
+
+    def add(self, key, microseconds):
+        with open(self.path, 'a') as f:
+            f.write('{}\t{:.1f}\n'.format(key, microseconds))
+        self.measured.add(key)
+
+
+def _has_content(path):
+    return os.path.isfile(path) and os.path.getsize(path) > 0
+
+
+def _drop_partial_line(path):
+    """Cut an unterminated last line (a kill mid-write) so the table parses and that key is measured again."""
+    with open(path, 'rb+') as f:
+        data = f.read()
+        if not data.endswith(b'\n'):
+            f.truncate(data.rfind(b'\n') + 1)

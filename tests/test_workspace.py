@@ -1,0 +1,81 @@
+import warnings
+
+import pytest
+
+from ppdet.core.cli import ArgsParser
+from ppdet.core.workspace import ConfigError, Tagged, build, create, load_config, merge_config, register
+from ppdet.slim.nas.config import load_search_config
+
+
+@register
+class _Toy:
+    __shared__ = ['num_classes']
+
+    def __init__(self, size=3, names=['a'], num_classes=2, flag=False):
+        self.size, self.names, self.num_classes, self.flag = size, names, num_classes, flag
+
+
+def _write(tmp_path, text):
+    path = tmp_path / 'c.yml'
+    path.write_text(text)
+    return str(path)
+
+
+def test_tags_defaults_shared_and_overrides(tmp_path):
+    cfg = load_config(_write(tmp_path, 'num_classes: 5\n_Toy: {size: 4}\nthing: !_Toy {names: [x, y]}\n'))
+    assert isinstance(cfg['thing'], Tagged)
+    toy = create('_Toy')
+    assert (toy.size, toy.names, toy.num_classes, toy.flag) == (4, ['a'], 5, False)
+    merge_config({'thing.size': 9, '_Toy.flag': True})
+    built = build(cfg['thing'])
+    assert (built.size, built.names) == (9, ['x', 'y'])
+    assert create('_Toy').flag is True
+
+
+@pytest.mark.parametrize('text, words', [
+    ('thing: !_Toy {sise: 4}\n', ["'sise'", 'c.yml', 'line 1']),
+    ('thing: !NoSuchTag {a: 1}\n', ['!NoSuchTag', 'c.yml', 'known tags']),
+    ('thing: !_Toy {size: abc}\n', ['_Toy.size', 'int']),
+    ('thing: [1, 2\n', ['not valid YAML']),
+])
+def test_config_mistakes_name_the_key_and_file(tmp_path, text, words):
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, text))
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_unknown_section_key_is_an_error(tmp_path):
+    load_config(_write(tmp_path, '_Toy: {colour: red}\n'))
+    with pytest.raises(ConfigError, match="colour"):
+        create('_Toy')
+
+
+def test_args_parser_reads_yaml_values():
+    args = ArgsParser().parse_args(['-c', 'x.yml', '-o', 'max_iters=10', 'Constraint.ctype=flops', 'a.b=[1, 2]'])
+    assert args.opt == {'max_iters': 10, 'Constraint.ctype': 'flops', 'a.b': [1, 2]}
+    with pytest.raises(ConfigError, match='key=value'):
+        ArgsParser().parse_args(['-c', 'x.yml', '-o', 'max_iters'])
+
+
+def test_unused_top_level_key_warns(tmp_path):
+    path = _write(tmp_path, 'max_iter: 10\nConstraint: {ctype: flops}\nTrainReader: {inputs_def: {image_shape: [3, 64, 64]}}\n')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        load_search_config(path)
+    assert any("'max_iter'" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize('constraint, words', [
+    ('{ctype: speed}', ['ctype', 'speed']),
+    ('{ctype: flops, min_constraint: 10, max_constraint: 5}', ['min_constraint', 'max_constraint']),
+    ('{ctype: latency}', ['table_file']),
+    ('{ctype: latency, table_file: /nonexistent/t.txt}', ['/nonexistent/t.txt', 'not found']),
+])
+def test_constraint_mistakes(tmp_path, constraint, words):
+    path = _write(tmp_path, 'Constraint: {}\nTrainReader: {{inputs_def: {{image_shape: [3, 64, 64]}}}}\n'.format(
+        constraint))
+    with pytest.raises(ConfigError) as err:
+        load_search_config(path)
+    for word in words:
+        assert word in str(err.value)
