@@ -1,13 +1,15 @@
 """Export a searched architecture as a Paddle inference model: decoder included, static input [1, 3, H, W].
 
     python tools/export_model.py -c demo.yml --tokens 2,1,3,8,2,1,2,1,0 --weights OUT/model_final.pdparams \
-        --out DIR [--image IMG]
+        --out DIR [--image IMG] [--without-decoder]
 
 H, W are the config's TrainReader.inputs_def.image_shape. DIR/model.json and DIR/model.pdiparams load in
-paddle.inference (and convert for phones with paddle_lite_opt, see docs/latency.md). The model's input is the
-image after the config's EvalReader preprocessing, resized to H x W; its outputs are the detections
-[M, 6] (label, score, x1, y1, x2, y2 normalised to [0, 1]) and the detection count. With --image, the saved
-model is run on that image with Paddle Inference and compared with the dygraph model.
+paddle.inference. The model's input is the image after the config's EvalReader preprocessing, resized to H x W;
+its outputs are the detections [M, 6] (label, score, x1, y1, x2, y2 normalised to [0, 1]) and the detection
+count. --without-decoder saves the raw network (locs [1, P, 4], conf logits [1, P, classes]) and DIR/priors.npy
+instead, for runtimes that lack the decoder's ops; with FLAGS_enable_pir_api=0 it is written as model.pdmodel,
+the format paddle_lite_opt converts for phones (docs/latency.md). With --image, the saved model is run on that
+image with Paddle Inference and compared with the dygraph model.
 """
 import json
 import os
@@ -72,13 +74,15 @@ def run_inference(prefix, image):
     return [predictor.get_output_handle(name).copy_to_cpu() for name in predictor.get_output_names()]
 
 
-def compare(prefix, model, image):
-    """Paddle Inference's detections, and their largest absolute difference from dygraph's."""
-    detections, _ = run_inference(prefix, image)
-    model.eval()
+def compare(prefix, deployed, image):
+    """Paddle Inference's outputs, and their largest absolute difference from the dygraph model's."""
+    outputs = run_inference(prefix, image)
+    deployed.eval()
     with paddle.no_grad():
-        expected = model.predict(paddle.to_tensor(image))[0].numpy()
-    return detections, max_difference(detections, expected)
+        expected = [t.numpy() for t in deployed(paddle.to_tensor(image))]
+    if deployed.decoded:
+        return outputs, max_difference(outputs[0], expected[0])
+    return outputs, max(float(np.abs(got - want).max()) for got, want in zip(outputs, expected))
 
 
 def max_difference(a, b):
@@ -92,28 +96,50 @@ def max_difference(a, b):
     return float(max(pairs.min(axis=1).max(), pairs.min(axis=0).max()))
 
 
+def save_priors(deployed, height, width, path):
+    """The prior boxes [P, 4] an app needs to decode a model exported without the decoder."""
+    deployed.eval()
+    with paddle.no_grad():
+        _, _, priors = deployed.model(paddle.zeros([1, 3, height, width]))
+    np.save(path, priors.numpy())
+
+
+def report(image_path, outputs, diff, decoded):
+    result = {'image': image_path, 'max_abs_diff': diff, 'within_tolerance': diff <= TOLERANCE}
+    if decoded:
+        result.update(detections=len(outputs[0]), top=outputs[0][:5].round(4).tolist())
+    else:
+        result.update(outputs=[list(o.shape) for o in outputs])
+    print(json.dumps(result))
+    return diff <= TOLERANCE
+
+
 def main(argv=None):
     parser = ArgsParser(description=__doc__)
     parser.add_argument('--tokens', required=True, help='the architecture, comma-separated tokens')
     parser.add_argument('--weights', required=True, help='its trained weights (.pdparams)')
     parser.add_argument('--out', required=True, help='directory for model.json / model.pdiparams')
     parser.add_argument('--image', help='check the export on this image against the dygraph model')
+    parser.add_argument('--without-decoder', action='store_true',
+                        help='save the raw (locs, confs) network and priors.npy, for runtimes without NMS')
     args = parser.parse_args(argv)
     setup = load_table_setup(args.config, args.opt)
     tokens = parse_tokens(args.tokens)
     height, width = train_input_size(setup.cfg)
     prefix = os.path.join(args.out, 'model')
-    # The export traces its own copy: tracing caches static priors in the model it runs.
-    model = load_weights(candidate_model(setup.cfg, setup.pricer, tokens), args.weights)
-    save_layer(DeployedBlazeFace(model), [1, 3, height, width], prefix)
+    decoded = not args.without_decoder
+
+    def deployed():
+        """A fresh copy each time: tracing caches static priors in the model it runs."""
+        return DeployedBlazeFace(load_weights(candidate_model(setup.cfg, setup.pricer, tokens), args.weights),
+                                 decoded)
+    save_layer(deployed(), [1, 3, height, width], prefix)
+    if not decoded:
+        save_priors(deployed(), height, width, os.path.join(args.out, 'priors.npy'))
     print('saved {}.* (input [1, 3, {}, {}])'.format(prefix, height, width), flush=True)
     if args.image:
-        image = load_image(args.image, setup.cfg, height, width)
-        reference = load_weights(candidate_model(setup.cfg, setup.pricer, tokens), args.weights)
-        detections, diff = compare(prefix, reference, image)
-        print(json.dumps({'image': args.image, 'detections': len(detections), 'max_abs_diff': diff,
-                          'within_tolerance': diff <= TOLERANCE, 'top': detections[:5].round(4).tolist()}))
-        if diff > TOLERANCE:
+        outputs, diff = compare(prefix, deployed(), load_image(args.image, setup.cfg, height, width))
+        if not report(args.image, outputs, diff, decoded):
             sys.exit(1)
 
 

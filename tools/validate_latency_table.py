@@ -1,11 +1,11 @@
 """Check a latency table against whole networks: random candidates, table sum vs Paddle Inference latency.
 
     python tools/validate_latency_table.py -c demo.yml --table latency_cpu_128.txt --samples 20 \
-        [--repeats R] [--warmup W] [--seed S] [--kernels 3[,5]] [--report PATH]
+        [--rounds N] [--repeats R] [--warmup W] [--seed S] [--kernels 3[,5]] [--report PATH]
 
 Each candidate is built at the config's input size, saved with paddle.jit.save (static [1, 3, H, W], without the
 decoder, whose cost depends on the weights) and timed with Paddle Inference on the table's device and thread
-count. The table prices convs only, so the ratio table/measured is not 1; what the search needs is the ranking,
+count, the candidates taking turns over several rounds. The table prices convs only, so the ratio table/measured is not 1; what the search needs is the ranking,
 hence the Spearman correlation. Writes the report (text) and a PNG scatter next to it; the last stdout line is
 {"samples": N, "spearman": r, "median_ratio": x}.
 """
@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from ppdet.core.cli import ArgsParser, run_cli  # noqa: E402
 from ppdet.core.workspace import ConfigError  # noqa: E402
@@ -58,11 +59,16 @@ def sample_candidates(space, count, seed):
     return [list(t) for t in sorted(chosen)]
 
 
-def measure_candidate(cfg, pricer, tokens, timer, workdir):
+def measure_candidates(cfg, pricer, candidates, timer, rounds):
+    """Whole-network microseconds of each candidate, measured in interleaved rounds."""
     height, width = train_input_size(cfg)
-    model = DeployedBlazeFace(candidate_model(cfg, pricer, tokens), decoded=False)
-    prefix = save_layer(model, [1, 3, height, width], os.path.join(workdir, 'net'))
-    return timer.measure(prefix, [1, 3, height, width])
+    with tempfile.TemporaryDirectory() as workdir:
+        prefixes = []
+        for i, tokens in enumerate(tqdm(candidates, desc='saving', unit='net', file=sys.stderr)):
+            model = DeployedBlazeFace(candidate_model(cfg, pricer, tokens), decoded=False)
+            prefixes.append(save_layer(model, [1, 3, height, width], os.path.join(workdir, str(i), 'net')))
+        print('timing {} networks, {} rounds'.format(len(prefixes), rounds), file=sys.stderr, flush=True)
+        return timer.measure(prefixes, [1, 3, height, width], rounds)
 
 
 def summary(rows):
@@ -89,14 +95,13 @@ def write_scatter(rows, stats, path, title):
     plt.close(fig)
 
 
-def price_and_measure(cfg, pricer, tokens, timer, workdir):
+def table_price(pricer, tokens):
+    """The table sum of a candidate; a table without all its keys was built for another config or size."""
     price = pricer.price(tokens)
     if price.unpriced:
         raise ConfigError('{} cannot price {} ({} keys missing, e.g. {}); build the table for this config and '
                           'input size'.format(pricer.table.path, tokens, len(price.unpriced), price.unpriced[0]))
-    measured = measure_candidate(cfg, pricer, tokens, timer, workdir)
-    return {'tokens': tokens, 'table_us': round(price.latency_us, 1), 'measured_us': round(measured, 1),
-            'ratio': round(price.latency_us / measured, 3)}
+    return price.latency_us
 
 
 def emit(line):
@@ -109,21 +114,23 @@ def main(argv=None):
     parser.add_argument('--table', required=True, help='latency table to check (built on this machine)')
     parser.add_argument('--samples', type=int, default=20, help='random candidates to measure')
     parser.add_argument('--seed', type=int, default=0, help='seed of the candidate sample')
+    parser.add_argument('--rounds', type=int, default=5, help='interleaved timing rounds (--repeats runs each)')
     parser.add_argument('--report', help='report file (default: TABLE without extension + _validation.txt)')
     add_timing_arguments(parser)
     args = parser.parse_args(argv)
-    if args.samples < 1:
-        raise ConfigError('--samples must be at least 1, got {}'.format(args.samples))
+    if args.samples < 1 or args.rounds < 1:
+        raise ConfigError('--samples and --rounds must be at least 1')
     table = LatencyTable.load(args.table)
     timer = table_timer(table, args.warmup, args.repeats)
     setup = load_table_setup(args.config, args.opt)
     pricer = CandidatePricer(setup.cfg, with_kernels(setup.space, parse_kernels(args.kernels)), table=table)
     report = args.report or os.path.splitext(args.table)[0] + '_validation.txt'
-    lines, rows = [], []
-    with tempfile.TemporaryDirectory() as workdir:
-        for tokens in sample_candidates(pricer.space, args.samples, args.seed):
-            rows.append(price_and_measure(setup.cfg, pricer, tokens, timer, workdir))
-            lines.append(emit(json.dumps(rows[-1])))
+    candidates = sample_candidates(pricer.space, args.samples, args.seed)
+    table_us = [table_price(pricer, tokens) for tokens in candidates]
+    measured_us = measure_candidates(setup.cfg, pricer, candidates, timer, args.rounds)
+    rows = [{'tokens': tokens, 'table_us': round(t, 1), 'measured_us': round(m, 1), 'ratio': round(t / m, 3)}
+            for tokens, t, m in zip(candidates, table_us, measured_us)]
+    lines = [emit(json.dumps(row)) for row in rows]
     stats = summary(rows)
     lines.append(emit('{} samples at {}x{}: Spearman {}, median table/measured {:.3f}'.format(
         stats['samples'], *train_input_size(setup.cfg), stats['spearman'], stats['median_ratio'])))

@@ -258,12 +258,6 @@ class _Collate:
         return batch
 
 
-def _init_worker(worker_id):
-    """One OpenCV thread per worker process: the workers already use the cores."""
-    import cv2
-    cv2.setNumThreads(1)
-
-
 class _Tally:
     """Used and skipped samples of the current epoch; logs one summary line when the epoch ends."""
 
@@ -317,8 +311,7 @@ class BatchReader:
     def _loader(self):
         return paddle.io.DataLoader(self.samples, batch_sampler=self.plan, collate_fn=_Collate(self.mode),
                                     num_workers=self.num_workers, use_shared_memory=True,
-                                    prefetch_factor=self.prefetch,
-                                    worker_init_fn=_init_worker if self.num_workers else None)
+                                    prefetch_factor=self.prefetch)
 
     def __iter__(self):
         tally = _Tally(self.section, getattr(self.dataset, 'skipped', {}))

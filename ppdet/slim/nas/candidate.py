@@ -16,6 +16,7 @@ import paddle
 
 from ppdet.core.workspace import create
 from ppdet.data.reader import create_reader
+from ppdet.slim.nas.distributed import Ranks
 from ppdet.slim.nas.metrics import APAccumulator
 from ppdet.utils.stats import TrainingStats, eta_string
 
@@ -44,15 +45,17 @@ def select_device(use_gpu):
 class CandidateTrainer:
     """Trains and evaluates candidates under one config (readers, optimizer, schedule, AMP)."""
 
-    def __init__(self, cfg, device='cpu', fp16=False, loss_scale=8.0, seed=0, is_main_process=True):
+    def __init__(self, cfg, device='cpu', fp16=False, loss_scale=8.0, seed=0, ranks=None):
         self.cfg = cfg
         self.device = device
+        paddle.set_device(device)
         self.fp16 = fp16 and device == 'gpu'
         if fp16 and not self.fp16:
             logger.warning('--fp16 is ignored on the CPU (Paddle AMP needs a GPU); training in float32')
         self.loss_scale = loss_scale
         self.seed = seed
-        self.is_main_process = is_main_process
+        self.ranks = ranks or Ranks()
+        self.is_main_process = self.ranks.is_main
         self.max_iters = int(cfg.get('max_iters', 5000))
         self.log_iter = int(cfg.get('log_iter', 20))
         self.window = int(cfg.get('log_smooth_window', 20))
@@ -70,11 +73,11 @@ class CandidateTrainer:
         seconds = time.time() - start
         if not trained:
             return CandidateResult('failed', 0.0, seconds)
-        weights = None
-        if self.is_main_process:
-            os.makedirs(out_dir, exist_ok=True)
-            weights = os.path.join(out_dir, 'model_final.pdparams')
-            paddle.save(model.state_dict(), weights)
+        if not self.is_main_process:
+            return CandidateResult('trained', 0.0, seconds)
+        os.makedirs(out_dir, exist_ok=True)
+        weights = os.path.join(out_dir, 'model_final.pdparams')
+        paddle.save(model.state_dict(), weights)
         return CandidateResult('trained', self.evaluate(model), seconds, weights)
 
     def _optimizer(self, model):
@@ -87,11 +90,13 @@ class CandidateTrainer:
         lr, optimizer = self._optimizer(model)
         scaler = paddle.amp.GradScaler(init_loss_scaling=self.loss_scale) if self.fp16 else None
         stats = TrainingStats(self.window, ['loss'])
-        reader = create_reader(self.cfg['TrainReader'], 'train', max_iters=self.max_iters, seed=self.seed)
+        reader = create_reader(self.cfg['TrainReader'], 'train', max_iters=self.max_iters,
+                               seed=self.seed + self.ranks.rank)
+        step_model = self.ranks.wrap(_LossOf(model))
         step_times = []
         tick = time.time()
         for it, batch in enumerate(reader):
-            loss = self._step(model, optimizer, scaler, batch)
+            loss = self._step(step_model, optimizer, scaler, batch)
             if not math.isfinite(loss):
                 logger.warning('iter: %d, loss is %s: candidate failed', it, loss)
                 return False
@@ -106,10 +111,10 @@ class CandidateTrainer:
                             per_iter, eta_string((self.max_iters - it - 1) * per_iter))
         return True
 
-    def _step(self, model, optimizer, scaler, batch):
+    def _step(self, step_model, optimizer, scaler, batch):
         tensors = {k: paddle.to_tensor(batch[k]) for k in ('image', 'gt_bbox', 'gt_class', 'gt_num')}
         with paddle.amp.auto_cast(enable=self.fp16):
-            loss = model.loss(**tensors)
+            loss = step_model(**tensors)
         if scaler is not None:
             scaler.scale(loss).backward()
             scaler.minimize(optimizer, loss)
@@ -129,3 +134,14 @@ class CandidateTrainer:
                 accumulator.add(detections.numpy(), counts.numpy(), batch)
         model.train()
         return float(accumulator.accumulate())
+
+
+class _LossOf(paddle.nn.Layer):
+    """A model whose forward is its training loss: what ``paddle.DataParallel`` needs to wrap."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image, gt_bbox, gt_class, gt_num):
+        return self.model.loss(image, gt_bbox, gt_class, gt_num)

@@ -15,7 +15,8 @@ __all__ = ['SearchSetup', 'load_search_config', 'SEARCH_KEYS']
 # Top-level keys the search reads (registered sections such as BlazeNet or Constraint are known too).
 SEARCH_KEYS = ('architecture', 'max_iters', 'use_gpu', 'log_smooth_window', 'log_iter', 'metric', 'save_dir',
                'num_classes', 'reduce_rate', 'init_temperature', 'is_server', 'search_steps', 'server_ip',
-               'server_port', 'search_space', 'TrainReader', 'EvalReader', 'max_consecutive_skips', 'seed')
+               'server_port', 'search_space', 'TrainReader', 'EvalReader', 'max_consecutive_skips', 'seed',
+               'max_client_wait')
 
 
 @dataclass
@@ -32,6 +33,9 @@ def load_search_config(path, overrides=None):
     cfg = load_config(path)
     merge_config(overrides or {})
     check_top_level_keys(cfg, SEARCH_KEYS)
+    if int(cfg.get('search_steps', 300)) <= 0:
+        raise ConfigError('{}: search_steps is {}; it must be a positive number of candidates'.format(
+            path, cfg.get('search_steps')))
     if 'Constraint' not in cfg:
         raise ConfigError('{}: no Constraint section; add one with ctype flops or latency'.format(path))
     constraint = create('Constraint')

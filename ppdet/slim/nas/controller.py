@@ -86,14 +86,26 @@ class SafeControllerServer(ControllerServer):
         self._socket_server.bind(self._address)
         self._socket_server.listen(self._max_client_num)
         self._ip, self._port = self._socket_server.getsockname()[:2]
+        self._in_flight = set()
+        self._not_told_done = set()  # clients that asked for tokens and have not yet been told the search is done
         self._thread = Thread(target=self.run, daemon=True)
         self._thread.start()
 
     def finished(self):
-        return self._search_steps is not None and self._controller._iter >= self._search_steps
+        """No more candidates to hand out: the rewards so far and those in flight make ``search_steps``."""
+        spent = self._controller._iter + len(self._in_flight)
+        return self._search_steps is not None and spent >= self._search_steps
+
+    def in_flight(self):
+        """Candidates handed out and neither rewarded nor reported skipped."""
+        return len(self._in_flight)
+
+    def clients_to_tell(self):
+        """Clients that will ask again and should hear 'done' rather than find the server gone."""
+        return len(self._not_told_done)
 
     def run(self):
-        while not self._closed and not self.finished():
+        while not self._closed:
             try:
                 conn, addr = self._socket_server.accept()
             except OSError:
@@ -108,18 +120,29 @@ class SafeControllerServer(ControllerServer):
     def _answer(self, message):
         """The reply to one request; anything malformed gets 'error' and leaves the controller as it was."""
         message = message.strip('\n')
-        if message == 'next_tokens':
-            return ','.join(str(t) for t in self._controller.next_tokens())
+        if message.split('\t')[0] == 'next_tokens':
+            client = message.partition('\t')[2]
+            if self.finished():
+                self._not_told_done.discard(client)
+                return 'done'
+            self._not_told_done.add(client)
+            text = ','.join(str(t) for t in self._controller.next_tokens())
+            self._in_flight.add(text)
+            return text
         if message == 'current_info':
             return repr({'best_tokens': self._controller.best_tokens, 'best_reward': self._controller.max_reward,
                          'current_tokens': self._controller.current_tokens})
+        if message.startswith('skip\t'):  # a client priced the candidate out: it is not in flight any more
+            self._in_flight.discard(message.split('\t', 1)[1])
+            return 'ok'
         update = self._parse_update(message)
         if update is None:
             logger.warning('controller: ignored a malformed message (%d bytes)', len(message))
             return 'error'
-        tokens, reward, iteration, client = update
+        tokens, reward, _, client = update
         self._client[client] = time.time()
-        self._controller.update(tokens, reward, iteration, len(self._client))
+        self._in_flight.discard(','.join(str(t) for t in tokens))
+        record_reward(self._controller, tokens, reward)
         return 'ok'
 
     def _parse_update(self, message):
@@ -136,6 +159,18 @@ class SafeControllerServer(ControllerServer):
         if not (in_range and math.isfinite(reward) and iteration >= 0 and fields[4]):
             return None
         return tokens, reward, iteration, fields[4]
+
+
+def record_reward(controller, tokens, reward):
+    """Count a reward once (a client retrying after a crash must not count twice) and step the annealing.
+
+    The iteration is the number of rewards from all clients: the temperature decays with the whole search's
+    progress, which PaddleSlim approximates with client_num x the client's own iteration.
+    """
+    if controller._searched.get(str(tokens), -1) != -1:
+        return False
+    controller.update(tokens, reward, controller._iter + 1, 1)
+    return True
 
 
 def _receive(conn):
@@ -176,15 +211,24 @@ class SafeControllerClient:
                 if time.time() >= deadline:
                     raise ControllerGone('controller at {}:{} is not reachable ({})'.format(
                         *self.address, e.strerror or e)) from None
+                if not getattr(self, '_told_waiting', False):
+                    logger.info('controller at %s:%s is not up yet; retrying for %ds', *self.address,
+                                self.wait_seconds)
+                    self._told_waiting = True
                 time.sleep(1)
 
     def next_tokens(self, wait=False):
-        reply = self._request('next_tokens', wait)
+        reply = self._request('next_tokens\t' + self.client_name, wait)
+        if reply == 'done':
+            return None
         try:
             return [int(t) for t in reply.split(',')]
         except ValueError:
             raise ControllerGone('controller at {}:{} sent no tokens (the search has ended?)'.format(
                 *self.address)) from None
+
+    def skip(self, tokens):
+        return self._request('skip\t' + ','.join(str(t) for t in tokens)) == 'ok'
 
     def update(self, tokens, reward, iteration):
         message = '\t'.join([self.key, ','.join(map(str, tokens)), repr(float(reward)), str(int(iteration)),
@@ -200,10 +244,14 @@ class SafeControllerClient:
 
 
 def _load_scene(load_dir):
+    """The controller state saved in ``load_dir``; None when a search there never got its first reward."""
+    if not os.path.isdir(load_dir):
+        raise ConfigError('-r {}: no such directory; resume from the save_dir of an earlier search'.format(load_dir))
     path = os.path.join(load_dir, CHECKPOINT_NAME)
     if not os.path.isfile(path):
-        raise ConfigError('-r {}: no {} there; resume from the save_dir of an earlier search'.format(
-            load_dir, CHECKPOINT_NAME))
+        logger.warning('-r %s: no %s yet (killed before the first reward); the controller starts afresh',
+                       load_dir, CHECKPOINT_NAME)
+        return None
     try:
         with open(path) as f:
             return json.load(f)
@@ -236,8 +284,8 @@ class SearchController:
         ranges = space.range_table()
         state = dict(init_tokens=space.init_tokens(), reward=-1, max_reward=-1, iters=0, best_tokens=None,
                      searched=None)
-        if load_checkpoint:
-            scene = _load_scene(load_checkpoint)
+        scene = _load_scene(load_checkpoint) if load_checkpoint else None
+        if scene is not None:
             state = dict(init_tokens=scene['_tokens'], reward=scene['_reward'], max_reward=scene['_max_reward'],
                          iters=scene['_iter'], best_tokens=scene['_best_tokens'], searched=scene['_searched'])
         return AnnealingController(([0] * len(ranges), ranges), reduce_rate, init_temperature, max_try_times=50000,
@@ -264,11 +312,32 @@ class SearchController:
     def reward(self, tokens, score, iteration):
         return self.client.update(tokens, float(score), int(iteration))
 
+    def skip(self, tokens):
+        """Tell the controller a sampled candidate will not be trained (it stays sampled: never proposed again)."""
+        return self.client.skip(tokens)
+
+    def wait_for_others(self, timeout, poll=1.0, goodbye_seconds=60):
+        """On the host: serve on until candidates in flight elsewhere are rewarded (at most ``timeout`` s), then
+        until the other clients have been told the search is done (at most ``goodbye_seconds``)."""
+        if self.server is None:
+            return
+        for pending, limit, what in ((self.server.in_flight, timeout, 'candidate(s) in flight on other clients'),
+                                     (self.server.clients_to_tell, goodbye_seconds, 'client(s) to finish')):
+            deadline = time.time() + limit
+            while pending() and time.time() < deadline:
+                logger.info('waiting for %d %s', pending(), what)
+                time.sleep(poll)
+            if pending():
+                logger.warning('stopped waiting for %d %s', pending(), what)
+
     def best(self):
         """(best tokens, best reward) read from the controller itself; PaddleSlim's client eval()s the reply."""
         if self.controller is not None:
             return self.controller.best_tokens, self.controller.max_reward
-        info = self.client.current_info()
+        try:
+            info = self.client.current_info()
+        except ControllerGone:
+            return None, None
         return (info['best_tokens'], info['best_reward']) if isinstance(info, dict) else (None, None)
 
     def close(self):

@@ -123,7 +123,7 @@ def measure_conv(timer, placed, workdir):
     """Microseconds of one conv alone, as its key describes it: input 1 x C_in x H x W, no bias, no batch
     norm, no activation."""
     shape = [1, placed.spec.in_channels, placed.in_height, placed.in_width]
-    return timer.measure(save_conv_program(placed.spec, shape, os.path.join(workdir, 'conv')), shape)
+    return timer.measure([save_conv_program(placed.spec, shape, os.path.join(workdir, 'conv'))], shape)[0]
 
 
 def save_conv_program(spec, input_shape, prefix):
@@ -195,26 +195,39 @@ class Timer:
     def header(self):
         return table_header(self.device, self.threads)
 
-    def predictor(self, prefix):
-        return create_predictor(prefix, self.device, self.threads)
+    def measure(self, prefixes, input_shape, rounds=1):
+        """Median microseconds of one run of each saved model (a list of prefixes) on a random input.
 
-    def measure(self, prefix, input_shape, seed=0):
-        """Median microseconds of one run of the saved model at ``prefix`` on a random input."""
-        predictor = self.predictor(prefix)
+        With several rounds the models take turns, ``repeats`` runs each per round, so a burst of other load on
+        the machine slows them all alike instead of one model's whole measurement.
+        """
+        runs = [self._prepared(prefix, input_shape) for prefix in prefixes]
+        times = [[] for _ in runs]
+        for _ in range(rounds):
+            for run, samples in zip(runs, times):
+                samples.extend(self._time(run) for _ in range(self.repeats))
+        return [float(np.median(samples)) * 1e6 for samples in times]
+
+    def _prepared(self, prefix, input_shape):
+        """A warmed-up ``run()`` (synchronised on a GPU) of the model with its input already copied in."""
+        predictor = create_predictor(prefix, self.device, self.threads)
         handle = predictor.get_input_handle(predictor.get_input_names()[0])
         handle.reshape(list(input_shape))
-        handle.copy_from_cpu(np.random.RandomState(seed).standard_normal(input_shape).astype(np.float32))
-        sync = paddle.device.synchronize if self.device == 'gpu' else (lambda: None)
+        handle.copy_from_cpu(np.random.RandomState(0).standard_normal(input_shape).astype(np.float32))
+
+        def run():
+            predictor.run()
+            if self.device == 'gpu':
+                paddle.device.synchronize()
         for _ in range(self.warmup):
-            predictor.run()
-        sync()
-        times = []
-        for _ in range(self.repeats):
-            start = time.perf_counter()
-            predictor.run()
-            sync()
-            times.append(time.perf_counter() - start)
-        return float(np.median(times)) * 1e6
+            run()
+        return run
+
+    @staticmethod
+    def _time(run):
+        start = time.perf_counter()
+        run()
+        return time.perf_counter() - start
 
 
 class TableWriter:

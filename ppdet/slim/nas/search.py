@@ -1,19 +1,24 @@
 """The search loop: controller -> tokens -> price -> (skip | build, train, evaluate) -> reward -> history.
 
-``search_steps`` counts rewarded candidates. Candidates outside the constraint, or that the latency table cannot
-price, are recorded and skipped without training and without using a step (the original spent a step on each,
-or died on an assert). The history is written before the reward is sent, and a candidate the history already
-rewarded is answered from it, so a resumed search never trains a candidate twice.
+``search_steps`` counts rewarded candidates of the whole search (all clients). Candidates outside the constraint,
+or that the latency table cannot price, are recorded and skipped without training and without using a step (the
+original spent a step on each, or died on an assert); the controller remembers them, so they are not resampled.
+
+Crash safety: the history row is written (atomically) before the reward is sent, and a restarted client sends
+the rewards of its history again; the controller counts each token once. So a killed search loses at most the
+candidate in flight and never trains a rewarded candidate twice.
 """
+import glob
 import logging
 import os
+import socket
 import time
 
 import numpy as np
 
-from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.candidate import CandidateTrainer, select_device
-from ppdet.slim.nas.controller import SearchController
+from ppdet.slim.nas.controller import ControllerGone, SearchController
+from ppdet.slim.nas.distributed import Ranks
 from ppdet.slim.nas.files import History
 from ppdet.slim.nas.report import plot_pareto, write_best_structure
 from ppdet.utils.stats import eta_string
@@ -23,102 +28,147 @@ __all__ = ['NasSearch', 'SearchError']
 
 logger = logging.getLogger(__name__)
 UNITS = {'flops': 'FLOPs', 'latency_us': 'us'}
+HISTORY_NAME = 'search_history.csv'
 
 
 class SearchError(RuntimeError):
-    """The search cannot go on (for example, the constraint rejects every candidate it samples)."""
+    """The search cannot go on (the constraint rejects everything it samples, or the controller is gone)."""
+
+
+def history_path(save_dir, is_server):
+    """The host's history is search_history.csv; each joining client keeps its own, merged by the report."""
+    if is_server:
+        return os.path.join(save_dir, HISTORY_NAME)
+    return os.path.join(save_dir, 'search_history_{}_{}.csv'.format(socket.gethostname(), os.getpid()))
 
 
 class NasSearch:
-    def __init__(self, setup, resume_dir=None, fp16=False, loss_scale=8.0):
+    def __init__(self, setup, resume_dir=None, fp16=False, loss_scale=8.0, ranks=None):
         cfg = setup.cfg
-        self.setup = setup
-        self.cfg = cfg
+        self.setup, self.cfg = setup, cfg
+        self.ranks = ranks or Ranks.from_env()
         self.save_dir = cfg.get('save_dir', 'nas_checkpoint')
         self.search_steps = int(cfg.get('search_steps', 300))
-        if self.search_steps <= 0:
-            raise ConfigError('search_steps is {}; it must be a positive number of candidates'.format(
-                self.search_steps))
         self.max_skips = int(cfg.get('max_consecutive_skips', 10000))
-        self.history = History(os.path.join(self.save_dir, 'search_history.csv'))
-        self.controller = SearchController(
-            setup.space_name, setup.space, cfg.get('server_ip', ''), cfg.get('server_port', 8999),
-            cfg.get('is_server', True), cfg.get('init_temperature'), cfg.get('reduce_rate', 0.85),
-            self.search_steps, self.save_dir, resume_dir)
-        self.trainer = CandidateTrainer(cfg, select_device(cfg.get('use_gpu', False)), fp16, loss_scale,
-                                        seed=int(cfg.get('seed', 0)))
+        self.is_server = bool(cfg.get('is_server', True))
         self.metric = 'flops' if setup.constraint.ctype == 'flops' else 'latency_us'
-        np.random.seed(int(cfg.get('seed', 0)))  # the controller samples with numpy: a seed replays a search
+        seed = int(cfg.get('seed', 0))
+        np.random.seed(seed)  # the controller samples with numpy: a seed replays a search
+        self.trainer = CandidateTrainer(cfg, select_device(cfg.get('use_gpu', False)), fp16, loss_scale,
+                                        seed=seed, ranks=self.ranks)
+        self.history = self.controller = None
+        if self.ranks.is_main:
+            self.history = History(history_path(self.save_dir, self.is_server))
+            self.controller = SearchController(
+                setup.space_name, setup.space, cfg.get('server_ip', ''), cfg.get('server_port', 8999),
+                self.is_server, cfg.get('init_temperature'), cfg.get('reduce_rate', 0.85), self.search_steps,
+                self.save_dir, resume_dir)
 
     def run(self):
-        start, step_seconds = time.time(), []
-        skips = 0
-        while len(self.history.rewarded()) < self.search_steps:
+        """Search until the controller has ``search_steps`` rewards; returns (best tokens, best AP)."""
+        if not self.ranks.is_main:
+            return self._follow()
+        try:
+            self._resend_rewards()
+            self._search()
+            self.controller.wait_for_others(float(self.cfg.get('max_client_wait', 86400)))
+        except ControllerGone as e:
+            raise SearchError('{}; this client stops, its history is in {}'.format(e, self.history.path)) from None
+        finally:
+            self.ranks.broadcast(None)
+        return self.finish()
+
+    def _resend_rewards(self):
+        """A restarted client may have died between writing its history and sending the reward."""
+        for row in self.history.rewarded():
+            self.controller.reward([int(t) for t in row['tokens'].split()], float(row['ap']), 0)
+
+    def _search(self):
+        start, skips = time.time(), 0
+        while not self._complete():
             tokens = self.controller.next_tokens()
-            done = self._recorded_reward(tokens)
-            if done is not None:
-                logger.info('tokens %s were rewarded before the restart (AP %s): reusing it', tokens, done)
-                self.controller.reward(tokens, done, len(self.history.rewarded()))
-                continue
+            if tokens is None:
+                logger.info('the controller reports the search complete')
+                return
             row = self._price(tokens)
             if row['status'] != 'priced':
                 skips += 1
                 self.history.append(row)
+                self.controller.skip(tokens)
                 if skips >= self.max_skips:
                     raise SearchError('{} candidates in a row were outside the constraint or unpriced; widen '
                                       'Constraint min/max_constraint or check table_file'.format(skips))
                 continue
             skips = 0
+            self.ranks.broadcast(tokens)
             row.update(self._train(tokens, row['step']))
-            step_seconds.append(time.time() - start - sum(step_seconds))
             self.history.append(row)
             self.controller.reward(tokens, row['ap'], len(self.history.rewarded()))
-            self._log_candidate(row, step_seconds)
-        return self.finish()
+            self._log_candidate(row, time.time() - start)
 
-    def _recorded_reward(self, tokens):
-        for row in self.history.rewarded():
-            if row['tokens'] == ' '.join(map(str, tokens)):
-                return float(row['ap'])
-        return None
+    def _follow(self):
+        """A non-zero rank of a multi-process candidate training: train what rank 0 broadcasts."""
+        while True:
+            tokens = self.ranks.broadcast(None)
+            if tokens is None:
+                return None, None
+            self._train(tokens, 0)
+
+    def _complete(self):
+        done = self.controller.rewarded
+        return done is not None and done >= self.search_steps
+
+    def _progress(self):
+        """Rewards so far: the controller's count on the host, this client's own count elsewhere."""
+        done = self.controller.rewarded
+        return len(self.history.rewarded()) if done is None else done
 
     def _price(self, tokens):
         price = self.setup.pricer.price(tokens)
         admitted = self.setup.constraint.admits(price)
         status = 'priced' if admitted else ('unpriced' if admitted is None else 'skipped')
         row = {'step': len(self.history.rows) + 1, 'tokens': tokens, 'status': status, 'flops': price.flops,
-               'params': price.params, 'latency_us': price.latency_us}
+               'params': price.params, 'latency_us': price.latency_us, 'client': self.controller.client.client_name}
         if status != 'priced':
-            value = self.setup.constraint.value(price)
-            logger.info('candidate %s %s: %s %s (bounds %s..%s)%s', tokens, status, self.metric, value,
-                        self.setup.constraint.min_constraint, self.setup.constraint.max_constraint,
+            logger.info('candidate %s %s: %s %s (bounds %s..%s)%s', tokens, status, self.metric,
+                        self.setup.constraint.value(price), self.setup.constraint.min_constraint,
+                        self.setup.constraint.max_constraint,
                         '; missing table keys: {}'.format(', '.join(price.unpriced[:3])) if price.unpriced else '')
         return row
 
     def _train(self, tokens, step):
-        logger.info('----->>> search step %d/%d: tokens %s <<<------', len(self.history.rewarded()) + 1,
-                    self.search_steps, tokens)
+        if self.ranks.is_main:
+            logger.info('----->>> search step %d/%d: tokens %s <<<------', self._progress() + 1, self.search_steps,
+                        tokens)
         model = self.trainer.build(self.setup.pricer.blazenet_kwargs(tokens))
         out_dir = os.path.join(self.save_dir, 'candidates', '{:04d}_{}'.format(step, '-'.join(map(str, tokens))))
         result = self.trainer.run(model, out_dir)
         return {'status': result.status, 'ap': result.ap, 'train_seconds': result.train_seconds}
 
-    def _log_candidate(self, row, seconds):
-        done = len(self.history.rewarded())
-        best = max(self.history.rewarded(), key=lambda r: float(r['ap']))
-        per_candidate = sum(seconds) / len(seconds)
-        value = row[self.metric]
+    def _log_candidate(self, row, elapsed):
+        done = self._progress()
+        mine = self.history.rewarded()
+        best = max(mine, key=lambda r: float(r['ap']))
+        per_candidate = elapsed / len(mine)
+        latency = '-' if row['latency_us'] is None else '{:.0f}us'.format(row['latency_us'])
         logger.info('search step %d/%d | tokens %s | flops %.1fM | latency %s | AP %.4f (%s) | best %.4f %s | '
-                    'eta %s', done, self.search_steps, row['tokens'], row['flops'] / 1e6,
-                    '-' if row['latency_us'] is None else '{:.0f}us'.format(row['latency_us']), row['ap'],
-                    row['status'], float(best['ap']), best['tokens'].split(),
-                    eta_string((self.search_steps - done) * per_candidate) if value is not None else '-')
+                    'search eta %s', done, self.search_steps, row['tokens'], row['flops'] / 1e6, latency, row['ap'],
+                    row['status'], float(best['ap']), [int(t) for t in best['tokens'].split()],
+                    eta_string(max(self.search_steps - done, 0) * per_candidate))
+
+    def all_rewarded_rows(self):
+        """This search's rewarded rows from every client history found in save_dir."""
+        rows = []
+        for path in sorted(glob.glob(os.path.join(self.save_dir, 'search_history*.csv'))):
+            rows += History(path).rewarded()
+        return rows
 
     def best(self):
         """Best tokens and AP: the controller's own record, else (a client) the best history row."""
         tokens, reward = self.controller.best()
-        if tokens is None and self.history.rewarded():
-            row = max(self.history.rewarded(), key=lambda r: float(r['ap']))
+        rows = self.all_rewarded_rows()
+        if tokens is None and rows:
+            row = max(rows, key=lambda r: float(r['ap']))
             tokens, reward = [int(t) for t in row['tokens'].split()], float(row['ap'])
         return tokens, reward
 
@@ -132,10 +182,12 @@ class NasSearch:
             outputs['best structure'] = os.path.join(self.save_dir, 'best_structure.yml')
             write_best_structure(outputs['best structure'], tokens, args, reward)
             outputs['pareto plot'] = os.path.join(self.save_dir, 'search_pareto.png')
-            plot_pareto(outputs['pareto plot'], self.history.rewarded(), self.metric, UNITS[self.metric])
-            outputs['controller checkpoint'] = os.path.join(self.save_dir, 'sanas.checkpoints')
+            plot_pareto(outputs['pareto plot'], self.all_rewarded_rows(), self.metric, UNITS[self.metric])
+            if self.is_server:
+                outputs['controller checkpoint'] = os.path.join(self.save_dir, 'sanas.checkpoints')
             logger.info('All steps end, the best BlazeFace-NAS structure is (tokens %s, AP %.4f):', tokens, reward)
             print(structure_block(args), flush=True)
         for name, path in outputs.items():
             print('{}: {}'.format(name, path), flush=True)
         return tokens, reward
+

@@ -1,0 +1,199 @@
+"""Building and validating latency tables with real Paddle Inference, on a tiny space at 32x32 (seconds, not
+minutes); the enumeration itself is checked on the real BlazeFace-NAS space."""
+import itertools
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+from paddleslim.nas.search_space.search_space_registry import SEARCHSPACE
+
+import tools.build_latency_table as build_tool
+import tools.price_arch as price_tool
+import tools.validate_latency_table as validate_tool
+from ppdet.core.cli import run_cli
+from ppdet.slim.nas.config import load_search_config
+from ppdet.slim.nas.constraint import CandidatePricer, LatencyTable, latency_key
+from ppdet.slim.nas.latency import load_table_setup, space_convs, table_header, with_kernels
+from search_space import BlazeFaceNasSpace3x3
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ['--threads', '1', '--warmup', '1', '--repeats', '3']
+
+
+@SEARCHSPACE.register
+class TinyLatencySpace(BlazeFaceNasSpace3x3):
+    """Eight candidates and 33 distinct convs: a complete table in a few seconds."""
+    blaze_filter_num1 = [4, 8]
+    blaze_filter_num2 = [8]
+    mid_filter_num = [8]
+    double_filter_num = [8, 16]
+    initial_tokens = [0] * 9
+
+
+def _config(path, table='not_built_yet.txt'):
+    """A latency config naming a table that may not exist yet: the build tool must load it anyway."""
+    path.write_text('search_space: TinyLatencySpace\n'
+                    'Constraint: {{ctype: latency, table_file: {}, max_constraint: 1.0e+9}}\n'
+                    'TrainReader: {{inputs_def: {{image_shape: [3, 32, 32]}}}}\n'.format(table))
+    return str(path)
+
+
+def _tiny_keys(config, kernels=(3,)):
+    setup = load_table_setup(config, {})
+    return set(space_convs(CandidatePricer(setup.cfg, with_kernels(setup.space, kernels))))
+
+
+def _cli(main, argv, capsys):
+    """Run a tool's main as its __main__ does; returns (exit code, stdout, stderr)."""
+    try:
+        run_cli(lambda: main(argv))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _entries(path):
+    with open(path) as f:
+        return f.read().splitlines()[1:]
+
+
+@pytest.fixture(scope='module')
+def built(tmp_path_factory):
+    """One complete tiny table, shared by the tests that only read it."""
+    tmp = tmp_path_factory.mktemp('table')
+    config = _config(tmp / 'tiny.yml')
+    table = str(tmp / 'table.txt')
+    build_tool.main(['-c', config, '--out', table] + FAST)
+    return config, table
+
+
+def test_table_has_every_conv_once_in_paddleslim_format(built):
+    config, table = built
+    with open(table) as f:
+        header = f.readline().rstrip('\n').split('\t')
+    assert header == list(table_header('cpu', 1)) and header[2] == 'us'
+    entries = _entries(table)
+    keys = [line.split('\t')[0] for line in entries]
+    assert len(keys) == len(set(keys)) and set(keys) == _tiny_keys(config) and len(keys) == 33
+    assert all(float(line.split('\t')[1]) > 0 for line in entries)
+
+
+def test_price_arch_prices_every_candidate_with_the_built_table(built, tmp_path, monkeypatch, capsys):
+    """The table plugs into Constraint.table_file unchanged: every candidate of the space is priced."""
+    _, table = built
+    config = _config(tmp_path / 'search.yml', table)
+    candidates = [list(t) + [0] * 5 for t in itertools.product(range(2), range(1), range(2), range(2))]
+    argv = ['price_arch.py', '-c', config] + [a for t in candidates for a in ('--tokens', ','.join(map(str, t)))]
+    monkeypatch.setattr(sys, 'argv', argv)
+    price_tool.main()
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    entries = LatencyTable.load(table).entries
+    pricer = load_search_config(config).pricer
+    assert len(rows) == 8
+    for row in rows:
+        expected = sum(entries[latency_key(p)] for p in pricer.describe(row['tokens']))
+        assert row['unpriced'] == [] and row['within_constraint'] is True
+        assert row['latency_us'] == pytest.approx(expected)
+
+
+def test_an_interrupted_build_resumes_with_the_missing_keys_only(tmp_path, monkeypatch, capsys):
+    config, table = _config(tmp_path / 'tiny.yml'), str(tmp_path / 'table.txt')
+    calls = []
+    real = build_tool.measure_conv
+
+    def interrupt_after_three(*args):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(build_tool, 'measure_conv', interrupt_after_three)
+    code, _, err = _cli(build_tool.main, ['-c', config, '--out', table] + FAST, capsys)
+    assert code == 130 and 'rerun' in err
+    first = _entries(table)
+    assert len(first) == 3
+    with open(table, 'a') as f:
+        f.write('conv,0,0,1,8,16')  # a kill in the middle of a line
+    monkeypatch.setattr(build_tool, 'measure_conv', real)
+    code, out, _ = _cli(build_tool.main, ['-c', config, '--out', table] + FAST, capsys)
+    entries = _entries(table)
+    keys = [line.split('\t')[0] for line in entries]
+    assert code == 0 and '3 already in' in out and 'measuring 30' in out
+    assert entries[:3] == first and len(keys) == len(set(keys)) == 33 and set(keys) == _tiny_keys(config)
+
+
+def test_resuming_with_other_settings_is_refused(built, tmp_path, capsys):
+    config, table = built
+    copy = tmp_path / 'copy.txt'
+    copy.write_text(open(table).read())
+    code, _, err = _cli(build_tool.main, ['-c', config, '--out', str(copy), '--threads', '2'], capsys)
+    assert code == 2 and err.count('\n') == 1 and '1threads' in err and '2threads' in err
+    assert copy.read_text() == open(table).read()
+
+
+def test_kernel_choice(tmp_path, capsys):
+    config = _config(tmp_path / 'tiny.yml')
+    both = _tiny_keys(config, (3, 5))
+    assert _tiny_keys(config) < both and all(k.split(',')[9] == '5' for k in both - _tiny_keys(config))
+    code, _, err = _cli(build_tool.main, ['-c', config, '--out', str(tmp_path / 't.txt'), '--kernels', '3,7'],
+                        capsys)
+    assert code == 2 and err.count('\n') == 1 and '--kernels' in err
+    assert not (tmp_path / 't.txt').exists()
+
+
+def test_enumeration_meets_every_conv_of_the_real_space(tmp_path):
+    """Pairs of tokens suffice: random candidates and every all-extremes candidate of the full BlazeFace-NAS
+    space (both kernels) use only enumerated keys."""
+    path = tmp_path / 'real.yml'
+    path.write_text('Constraint: {ctype: flops}\nTrainReader: {inputs_def: {image_shape: [3, 64, 64]}}\n')
+    setup = load_table_setup(str(path), {})
+    pricer = CandidatePricer(setup.cfg, with_kernels(setup.space, (3, 5)))
+    keys = set(space_convs(pricer))
+    ranges = pricer.space.range_table()
+    rng = random.Random(1)
+    samples = [[rng.randrange(r) for r in ranges] for _ in range(300)]
+    samples += [list(c) for c in itertools.product(*[(0, r - 1) for r in ranges])]
+    used = {latency_key(p) for tokens in samples for p in pricer.describe(tokens)}
+    assert used <= keys
+    assert len(keys - used) < len(keys)  # the sample is not trivially small
+
+
+def test_validation_reports_every_candidate(built, tmp_path, capsys):
+    config, table = built
+    report = tmp_path / 'report.txt'
+    code, out, _ = _cli(validate_tool.main, ['-c', config, '--table', table, '--samples', '4', '--warmup', '1',
+                                             '--repeats', '3', '--report', str(report)], capsys)
+    lines = out.strip().splitlines()
+    rows = [json.loads(line) for line in lines[:4]]
+    last = json.loads(lines[-1])
+    pricer = load_search_config(_config(tmp_path / 's.yml', table)).pricer
+    assert code == 0 and set(last) == {'samples', 'spearman', 'median_ratio'} and last['samples'] == 4
+    assert -1 <= last['spearman'] <= 1 and last['median_ratio'] > 0
+    for row in rows:
+        assert row['measured_us'] > 0
+        assert row['table_us'] == pytest.approx(pricer.price(row['tokens']).latency_us, abs=0.1)
+    assert report.read_text().strip().splitlines()[-1] == lines[-1]
+    assert (tmp_path / 'report.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_validation_refuses_tables_it_cannot_check(built, tmp_path, capsys, latency_855):
+    config, table = built
+    code, _, err = _cli(validate_tool.main, ['-c', config, '--table', latency_855], capsys)
+    assert code == 2 and err.count('\n') == 1 and 'build_latency_table' in err
+    partial = tmp_path / 'partial.txt'
+    partial.write_text(open(table).read().splitlines()[0] + '\n')
+    code, _, err = _cli(validate_tool.main, ['-c', config, '--table', str(partial), '--samples', '1'], capsys)
+    assert code == 2 and err.count('\n') == 1 and 'cannot price' in err
+
+
+def test_the_command_line_gives_one_line_errors(tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(REPO, 'tools', 'build_latency_table.py'), '-c',
+                          str(tmp_path / 'missing.yml'), '--out', str(tmp_path / 't.txt')],
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    errors = [line for line in out.stderr.splitlines() if line.startswith('error:')]
+    assert out.returncode == 2 and len(errors) == 1 and 'missing.yml' in errors[0] and 'Traceback' not in out.stderr
