@@ -135,6 +135,7 @@ def main(argv=None):
     lines.append(emit('{} samples at {}x{}: Spearman {}, median table/measured {:.3f}'.format(
         stats['samples'], *train_input_size(setup.cfg), stats['spearman'], stats['median_ratio'])))
     lines.append(emit(json.dumps(stats)))
+    os.makedirs(os.path.dirname(os.path.abspath(report)), exist_ok=True)
     with open(report, 'w') as f:
         f.write('\n'.join(lines) + '\n')
     write_scatter(rows, stats, os.path.splitext(report)[0] + '.png', os.path.basename(args.table))

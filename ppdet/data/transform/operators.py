@@ -68,7 +68,7 @@ class DecodeImage(BaseOperator):
         if len(data):
             im = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         if im is None:
-            raise SampleError('unreadable image (not a JPEG/PNG OpenCV can decode)')
+            raise SampleError('unreadable image')
         if self.to_rgb:
             im = cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
         h, w = im.shape[:2]

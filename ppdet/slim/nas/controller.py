@@ -321,6 +321,7 @@ class SearchController:
         until the other clients have been told the search is done (at most ``goodbye_seconds``)."""
         if self.server is None:
             return
+        self.server._not_told_done.discard(self.client.client_name)  # the host itself is done
         for pending, limit, what in ((self.server.in_flight, timeout, 'candidate(s) in flight on other clients'),
                                      (self.server.clients_to_tell, goodbye_seconds, 'client(s) to finish')):
             deadline = time.time() + limit

@@ -71,11 +71,11 @@ class NasSearch:
         try:
             self._resend_rewards()
             self._search()
-            self.controller.wait_for_others(float(self.cfg.get('max_client_wait', 86400)))
         except ControllerGone as e:
             raise SearchError('{}; this client stops, its history is in {}'.format(e, self.history.path)) from None
         finally:
-            self.ranks.broadcast(None)
+            self.ranks.broadcast(None)  # releases the other ranks
+        self.controller.wait_for_others(float(self.cfg.get('max_client_wait', 86400)))
         return self.finish()
 
     def _resend_rewards(self):
