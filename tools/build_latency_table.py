@@ -33,7 +33,7 @@ def parse_kernels(text):
 
 def add_timing_arguments(parser):
     """Options shared with validate_latency_table.py, so both time the same way."""
-    parser.add_argument('--repeats', type=int, default=30, help='timed runs per model; the median is kept')
+    parser.add_argument('--repeats', type=int, default=30, help='timed runs per model (per round in validation); the median is kept')
     parser.add_argument('--warmup', type=int, default=10, help='untimed runs before timing')
     parser.add_argument('--kernels', default='3', help='depthwise kernel sizes to cover: 3 (default) or 3,5')
 

@@ -63,12 +63,13 @@ def measure_candidates(cfg, pricer, candidates, timer, rounds):
     """Whole-network microseconds of each candidate, measured in interleaved rounds."""
     height, width = train_input_size(cfg)
     with tempfile.TemporaryDirectory() as workdir:
-        prefixes = []
+        models = []
         for i, tokens in enumerate(tqdm(candidates, desc='saving', unit='net', file=sys.stderr)):
             model = DeployedBlazeFace(candidate_model(cfg, pricer, tokens), decoded=False)
-            prefixes.append(save_layer(model, [1, 3, height, width], os.path.join(workdir, str(i), 'net')))
-        print('timing {} networks, {} rounds'.format(len(prefixes), rounds), file=sys.stderr, flush=True)
-        return timer.measure(prefixes, [1, 3, height, width], rounds)
+            shape = [1, 3, height, width]
+            models.append((save_layer(model, shape, os.path.join(workdir, str(i), 'net')), shape))
+        print('timing {} networks in {} rounds'.format(len(models), rounds), file=sys.stderr, flush=True)
+        return timer.measure(models, rounds)
 
 
 def summary(rows):
@@ -114,9 +115,11 @@ def main(argv=None):
     parser.add_argument('--table', required=True, help='latency table to check (built on this machine)')
     parser.add_argument('--samples', type=int, default=20, help='random candidates to measure')
     parser.add_argument('--seed', type=int, default=0, help='seed of the candidate sample')
-    parser.add_argument('--rounds', type=int, default=5, help='interleaved timing rounds (--repeats runs each)')
+    parser.add_argument('--rounds', type=int, default=20,
+                        help='timing rounds; in each, every candidate runs --repeats times (default 5)')
     parser.add_argument('--report', help='report file (default: TABLE without extension + _validation.txt)')
     add_timing_arguments(parser)
+    parser.set_defaults(repeats=5)
     args = parser.parse_args(argv)
     if args.samples < 1 or args.rounds < 1:
         raise ConfigError('--samples and --rounds must be at least 1')

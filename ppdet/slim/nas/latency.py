@@ -123,7 +123,7 @@ def measure_conv(timer, placed, workdir):
     """Microseconds of one conv alone, as its key describes it: input 1 x C_in x H x W, no bias, no batch
     norm, no activation."""
     shape = [1, placed.spec.in_channels, placed.in_height, placed.in_width]
-    return timer.measure([save_conv_program(placed.spec, shape, os.path.join(workdir, 'conv'))], shape)[0]
+    return timer.measure([(save_conv_program(placed.spec, shape, os.path.join(workdir, 'conv')), shape)])[0]
 
 
 def save_conv_program(spec, input_shape, prefix):
@@ -195,13 +195,13 @@ class Timer:
     def header(self):
         return table_header(self.device, self.threads)
 
-    def measure(self, prefixes, input_shape, rounds=1):
-        """Median microseconds of one run of each saved model (a list of prefixes) on a random input.
+    def measure(self, models, rounds=1):
+        """Median microseconds of one run of each saved model, given as (prefix, input shape), on random input.
 
-        With several rounds the models take turns, ``repeats`` runs each per round, so a burst of other load on
-        the machine slows them all alike instead of one model's whole measurement.
+        With several rounds the models take turns, ``repeats`` runs each per round, so that changing load from
+        other processes on the machine slows them all alike instead of one model's whole measurement.
         """
-        runs = [self._prepared(prefix, input_shape) for prefix in prefixes]
+        runs = [self._prepared(prefix, shape) for prefix, shape in models]
         times = [[] for _ in runs]
         for _ in range(rounds):
             for run, samples in zip(runs, times):

@@ -1,0 +1,54 @@
+"""The candidate trainer's device, AMP and failure paths, on real Paddle and the tiny synthetic set."""
+import logging
+import math
+
+import pytest
+
+from ppdet.slim.nas.candidate import CandidateTrainer, select_device
+from ppdet.slim.nas.config import load_search_config
+from search_fixtures import tiny_config, tiny_dataset
+
+PUBLISHED = [2, 1, 3, 8, 2, 1, 2, 1, 1]
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('candidate')
+    return load_search_config(tiny_config(tmp, tiny_dataset(tmp)))
+
+
+def test_gpu_request_falls_back_to_cpu_with_a_warning():
+    import paddle
+    if paddle.device.is_compiled_with_cuda():
+        pytest.skip('this Paddle has CUDA')
+    with pytest.warns(UserWarning, match='use_gpu'):
+        assert select_device(True) == 'cpu'
+    assert select_device(False) == 'cpu'
+
+
+def test_fp16_is_ignored_on_cpu_and_its_amp_path_trains(setup, caplog):
+    with caplog.at_level(logging.WARNING):
+        trainer = CandidateTrainer(setup.cfg, 'cpu', fp16=True, loss_scale=128.0)
+    assert trainer.fp16 is False and 'fp16 is ignored' in caplog.text
+    trainer.fp16 = True  # the GPU path (auto_cast + GradScaler) is plain Paddle API: run it on the CPU too
+    model = trainer.build(setup.pricer.blazenet_kwargs(PUBLISHED))
+    before = [p.numpy().copy() for p in model.parameters()[:3]]
+    assert trainer.train(model) is True
+    assert any((p.numpy() != b).any() for p, b in zip(model.parameters()[:3], before))
+
+
+def test_non_finite_loss_fails_the_candidate(setup):
+    cfg = dict(setup.cfg, LearningRate={'base_lr': 1e30, 'schedulers': setup.cfg['LearningRate']['schedulers']})
+    trainer = CandidateTrainer(type(setup.cfg)(cfg), 'cpu')
+    trainer.max_iters = 6
+    model = trainer.build(setup.pricer.blazenet_kwargs(PUBLISHED))
+    result = trainer.run(model, '/nonexistent/never/written')
+    assert result.status == 'failed' and result.ap == 0.0 and result.weights is None
+
+
+def test_trained_candidate_is_evaluated(setup, tmp_path):
+    trainer = CandidateTrainer(setup.cfg, 'cpu')
+    model = trainer.build(setup.pricer.blazenet_kwargs(PUBLISHED))
+    result = trainer.run(model, str(tmp_path / 'c'))
+    assert result.status == 'trained' and 0.0 <= result.ap <= 1.0 and math.isfinite(result.train_seconds)
+    assert (tmp_path / 'c' / 'model_final.pdparams').is_file()
