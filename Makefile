@@ -12,7 +12,11 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	@touch $(STAMP)
 
+DEMO_DATA := dataset/synthetic_wider_face
+
 demo: $(STAMP)
+	@test -f $(DEMO_DATA)/wider_face_split/wider_face_val_bbx_gt.txt || \
+		$(PY) tools/make_synthetic_widerface.py --out $(DEMO_DATA) --size 96 --train 400 --val 60 --scenes empty,portraits
 	$(PY) -u train_nas.py -c demo.yml
 
 test: $(STAMP)

@@ -48,7 +48,7 @@ def pricing(quick):
     prices = [pricer.price(t) for t in tokens]
     fast = count / (time.perf_counter() - start)
 
-    static_count = 10 if quick else 40
+    static_count = 6 if quick else 40
     env = dict(os.environ, FLAGS_enable_pir_api='0')
     out = subprocess.run([sys.executable, os.path.join(REPO, 'bench', 'static_flops_timer.py'), str(SIZE), str(SIZE),
                           json.dumps(tokens[:static_count])], env=env, capture_output=True, text=True, cwd=REPO)
@@ -117,8 +117,8 @@ def train_step(quick):
     import paddle
     from paddle.base import core
     from ppdet.slim.nas.candidate import CandidateTrainer
-    iters = 4 if quick else 6
-    rounds = 1 if quick else 2
+    iters = 4 if quick else 5
+    rounds = 1 if quick else 3
     cfg = blazeface_cfg(wider640(), max_iters=iters + 1)  # +1: the trainer's intervals are between step starts
     samples = load_batches(cfg, 4)
     trainer = CandidateTrainer(cfg, 'cpu', seed=0)
@@ -152,19 +152,22 @@ def train_step(quick):
     parts = {}
     for r in range(rounds):
         for name in (names if r % 2 == 0 else names[::-1]):
-            out = variants[name]()
-            times = out[0] if isinstance(out, tuple) else out
-            if isinstance(out, tuple):
-                parts.setdefault(name, []).extend(out[1][1:])
+            times, step_parts = variants[name]()
             intervals[name].extend(times[1:])   # the first iteration of each run is warm-up
+            parts.setdefault(name, []).extend(step_parts[1:])
     rates = {n: rate(v, skip=0) for n, v in intervals.items()}
     detail.update({'{}_images_per_s'.format(n): v for n, v in rates.items()})
+    # process CPU seconds per step: hardly moved by other jobs' load (unlike wall time), so it tells whether a
+    # variant does less work; the trainer's excludes its reader workers (other processes)
+    cpu = {n: float(np.mean([p['cpu'] for p in v])) for n, v in parts.items()}
+    detail['cpu_s_per_step'] = cpu
     detail['steady_iterations_per_variant'] = {n: len(v) for n, v in intervals.items()}
     if parts.get('bare'):
-        keys = parts['bare'][0].keys()
+        keys = [k for k in parts['bare'][0] if k != 'cpu']
         detail['bare_step_ms'] = {k: 1000 * float(np.mean([p[k] for p in parts['bare']])) for k in keys}
     if 'bare_to_static' in rates:
         detail['to_static_vs_dygraph'] = rates['bare_to_static'] / rates['bare']
+        detail['to_static_vs_dygraph_cpu'] = cpu['bare'] / cpu['bare_to_static']
     if 'bare_2_threads' in rates:
         detail['2_threads_vs_1'] = rates['bare_2_threads'] / rates['bare']
     if 'bare_dense_double_5x5' in rates:
@@ -273,7 +276,7 @@ def search_overhead(quick):
 def memory_child(kind, quick):
     """Runs inside the measured process: a 640 batch-8 CPU candidate training (the trainer with its reader), or
     the bare loop on in-memory batches; returns this process's peak RSS."""
-    iters = 3 if quick else 8
+    iters = 2 if quick else 8
     cfg = blazeface_cfg(wider640(), max_iters=iters)
     if kind == 'trainer':
         from ppdet.slim.nas.candidate import CandidateTrainer

@@ -42,6 +42,8 @@ def wider640():
 def blazeface_cfg(data_dir, max_iters=5000):
     """blazeface.yml (640, batch 8, its augmentations, RMSProp) on ``data_dir``, CPU, quiet logging."""
     import ppdet.data  # noqa: F401
+    import ppdet.modeling.architectures.blazeface  # noqa: F401
+    import ppdet.modeling.backbones.blazenet  # noqa: F401
     import ppdet.optimizer  # noqa: F401
     from ppdet.core.workspace import load_config, merge_config
     cfg = load_config(os.path.join(REPO, 'blazeface.yml'))
@@ -124,8 +126,9 @@ class BareLoop:
         """Per-iteration wall times of ``iters`` steps cycling over ``batches``, and each step's parts."""
         times, parts = [], []
         for i in range(iters):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             _, split = self.timed_step(batches[i % len(batches)])
+            split['cpu'] = time.process_time() - cpu
             times.append(time.perf_counter() - start)
             parts.append(split)
         return times, parts
@@ -134,14 +137,16 @@ class BareLoop:
 def timed_trainer_run(trainer, model):
     """CandidateTrainer.train(model) with a timestamp at the start of every iteration.
 
-    Returns the intervals between consecutive iteration starts: each is one whole loop iteration of the trainer
-    (reader, step, LR, stats, logging). The time after the last iteration starts (reader shutdown) is not one.
+    Returns the intervals between consecutive iteration starts, each one whole loop iteration of the trainer
+    (reader, step, LR, stats, logging; the time after the last start, reader shutdown, is not one), and the
+    process CPU time of each (this process only: reader workers are other processes).
     """
-    stamps = []
+    stamps, cpu = [], []
     step = trainer._step
 
     def stamped(*args, **kwargs):
         stamps.append(time.perf_counter())
+        cpu.append(time.process_time())
         return step(*args, **kwargs)
 
     trainer._step = stamped
@@ -151,7 +156,7 @@ def timed_trainer_run(trainer, model):
         del trainer._step
     if not ok:
         raise RuntimeError('training diverged during the benchmark')
-    return list(np.diff(stamps))
+    return list(np.diff(stamps)), [{'cpu': c} for c in np.diff(cpu)]
 
 
 def rate(intervals, batch=BATCH, skip=1):

@@ -6,10 +6,12 @@
 Without ``--data`` it first writes a synthetic WIDER-format set of ``--images`` images whose long side is ``--size``
 (1024, like WIDER FACE's images) to a temporary directory. It then runs slim/nas/blazeface.yml's TrainReader (or
 ``--config``'s, with its dataset pointed at the data) through ``ppdet.data.create_reader`` and reports images per
-second after ``--warmup`` batches. The training-step side of the comparison is not measured here.
+second after ``--warmup`` batches, and the CPU time per image of all its processes, which other load on the machine
+barely changes. The training-step side of the comparison is not measured here.
 """
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -89,16 +91,26 @@ def train_reader(config, data, scratch):
     return load_config(path)['TrainReader']
 
 
+def _cpu_seconds():
+    """CPU time of this process and of its finished (joined) children, the DataLoader workers."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def measure(section, workers, batches, warmup):
-    """Images per second over ``batches`` batches, after ``warmup`` (worker start-up, first files)."""
+    """Images per second over ``batches`` batches after ``warmup`` (worker start-up, first files), and the CPU
+    seconds all processes spent per image over the whole run (workers included, start-up and prefetch too), which
+    other load on the machine barely changes: what one free core decodes is about 1 / that."""
     reader = create_reader(section, 'train', max_iters=warmup + batches, worker_num=workers)
+    cpu_start = _cpu_seconds()
     images, start = 0, None
     for i, batch in enumerate(reader):
         if i == warmup:
             start = time.perf_counter()
         if i >= warmup:
             images += len(batch['image'])
-    return images / (time.perf_counter() - start)
+    rate = images / (time.perf_counter() - start)
+    return rate, (_cpu_seconds() - cpu_start) / (images * (warmup + batches) / batches)
 
 
 def main():
@@ -108,11 +120,14 @@ def main():
         if not args.data:
             make_data(data, args.images, args.size)
         section = train_reader(args.config, data, scratch)
+        load = ' '.join('{:.2f}'.format(v) for v in os.getloadavg())
         rates = {w: measure(section, w, args.batches, args.warmup) for w in args.workers}
-    print('\n| workers | decode+augment images/s (640, blazeface.yml TrainReader) |\n|---|---|')
-    for workers, rate in rates.items():
-        print('| {} | {:.1f} |'.format(workers, rate))
-    print('\ncpus: {}; command: python {}'.format(os.cpu_count(), ' '.join(sys.argv)))
+    print('\n| workers | decode+augment images/s (640, blazeface.yml TrainReader) | CPU ms/image, all processes |')
+    print('|---|---|---|')
+    for workers, (rate, cpu) in rates.items():
+        print('| {} | {:.1f} | {:.1f} |'.format(workers, rate, 1000 * cpu))
+    print('\ncpus: {}; load average before: {}; after: {}\ncommand: python {}'.format(
+        os.cpu_count(), load, ' '.join('{:.2f}'.format(v) for v in os.getloadavg()), ' '.join(sys.argv)))
 
 
 if __name__ == '__main__':

@@ -60,7 +60,14 @@ def child_main(name, quick):
         result = benchmarks.memory_child(name[len('memory_'):], quick)
     else:
         result = getattr(benchmarks, name)(quick)
-    print(json.dumps(result), flush=True)
+    print(json.dumps(result, default=_plain), flush=True)
+
+
+def _plain(value):
+    """numpy scalars and arrays as plain JSON values."""
+    if hasattr(value, 'tolist'):
+        return value.tolist()
+    raise TypeError('{!r} is not JSON serializable'.format(value))
 
 
 def machine_facts():
@@ -127,7 +134,7 @@ def main(argv=None):
                       'met': False, 'error': str(e)}
         result.setdefault('detail', {})['seconds'] = round(time.time() - t0, 1)
         results.append(result)
-        print(json.dumps(result), flush=True)
+        print(json.dumps(result, default=_plain), flush=True)
     loads['end'] = loadavg()
     seconds = time.time() - start
     print(json.dumps({'total_seconds': round(seconds, 1), 'quick': args.quick, 'load': loads}), file=sys.stderr)

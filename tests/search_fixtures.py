@@ -26,7 +26,7 @@ def tiny_dataset(root):
 def tiny_config(tmp_path, dataset, **values):
     """demo.yml at 64x64 with a few iterations; ``values`` replace top-level scalar keys."""
     with open(os.path.join(REPO, 'demo.yml')) as f:
-        text = f.read().replace('128', '64').replace('dataset/synthetic_wider_face', dataset)
+        text = f.read().replace('96', '64').replace('dataset/synthetic_wider_face', dataset)
     values = dict(dict(max_iters=3, log_iter=1, search_steps=3, save_dir=str(tmp_path / 'out'),
                        server_port=free_port()), **values)
     lines = []
@@ -34,7 +34,7 @@ def tiny_config(tmp_path, dataset, **values):
         key = line.split(':', 1)[0]
         lines.append('{}: {}'.format(key, values.pop(key)) if key in values and not line.startswith(' ') else line)
     lines += ['{}: {}'.format(k, v) for k, v in values.items()]
-    text = '\n'.join(lines).replace('batch_size: 16', 'batch_size: 4').replace('worker_num: 2', 'worker_num: 1')
+    text = '\n'.join(lines).replace('batch_size: 8', 'batch_size: 4').replace('worker_num: 2', 'worker_num: 1')
     path = tmp_path / 'tiny.yml'
     path.write_text(text)
     return str(path)

@@ -98,6 +98,18 @@ def test_bad_tokens_are_one_line_errors(assets, tmp_path, capsys, tokens, words)
     assert code == 2 and err.count('\n') == 1 and all(w in err for w in words)
 
 
+@pytest.mark.parametrize('content', [b'not weights at all', None])
+def test_files_that_are_not_weights_are_refused(tmp_path, capsys, content):
+    path = tmp_path / 'w.pdparams'
+    if content is None:
+        paddle.save(paddle.ones([2]), str(path))
+    else:
+        path.write_bytes(content)
+    code, _, err = _cli(['-c', DEMO, '--tokens', TOKENS, '--weights', str(path), '--out', str(tmp_path / 'o')] + SIZE,
+                        capsys)
+    assert code == 2 and err.count('\n') == 1 and str(path) in err and not (tmp_path / 'o').exists()
+
+
 def test_weights_of_another_architecture_are_refused(assets, tmp_path, capsys):
     _, weights, _, _ = assets
     code, _, err = _cli(['-c', DEMO, '--tokens', '3,1,3,8,2,1,2,1,0', '--weights', weights,

@@ -13,6 +13,7 @@ from paddleslim.nas.search_space.search_space_registry import SEARCHSPACE
 import tools.build_latency_table as build_tool
 import tools.price_arch as price_tool
 import tools.validate_latency_table as validate_tool
+from ppdet.slim.nas import latency
 from ppdet.core.cli import run_cli
 from ppdet.slim.nas.config import load_search_config
 from ppdet.slim.nas.constraint import CandidatePricer, LatencyTable, latency_key
@@ -20,7 +21,7 @@ from ppdet.slim.nas.latency import load_table_setup, space_convs, table_header, 
 from search_space import BlazeFaceNasSpace3x3
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST = ['--threads', '1', '--warmup', '1', '--repeats', '3']
+FAST = ['--threads', '1', '--warmup', '1', '--repeats', '3', '--rounds', '1']
 
 
 @SEARCHSPACE.register
@@ -103,28 +104,28 @@ def test_price_arch_prices_every_candidate_with_the_built_table(built, tmp_path,
 
 def test_an_interrupted_build_resumes_with_the_missing_keys_only(tmp_path, monkeypatch, capsys):
     config, table = _config(tmp_path / 'tiny.yml'), str(tmp_path / 'table.txt')
-    calls = []
-    real = build_tool.measure_conv
+    real = latency.measure_convs
+    batches = []
 
-    def interrupt_after_three(*args):
-        if len(calls) == 3:
+    def interrupt_second_batch(*args):
+        if batches:
             raise KeyboardInterrupt
-        calls.append(args)
+        batches.append(args)
         return real(*args)
 
-    monkeypatch.setattr(build_tool, 'measure_conv', interrupt_after_three)
+    monkeypatch.setattr(latency, 'measure_convs', interrupt_second_batch)
     code, _, err = _cli(build_tool.main, ['-c', config, '--out', table] + FAST, capsys)
     assert code == 130 and 'rerun' in err
     first = _entries(table)
-    assert len(first) == 3
+    assert len(first) == 25  # the reference conv and a batch of 24
     with open(table, 'a') as f:
         f.write('conv,0,0,1,8,16')  # a kill in the middle of a line
-    monkeypatch.setattr(build_tool, 'measure_conv', real)
+    monkeypatch.setattr(latency, 'measure_convs', real)
     code, out, _ = _cli(build_tool.main, ['-c', config, '--out', table] + FAST, capsys)
     entries = _entries(table)
     keys = [line.split('\t')[0] for line in entries]
-    assert code == 0 and '3 already in' in out and 'measuring 30' in out
-    assert entries[:3] == first and len(keys) == len(set(keys)) == 33 and set(keys) == _tiny_keys(config)
+    assert code == 0 and '25 already in' in out and 'measuring 8' in out
+    assert entries[:25] == first and len(keys) == len(set(keys)) == 33 and set(keys) == _tiny_keys(config)
 
 
 def test_resuming_with_other_settings_is_refused(built, tmp_path, capsys):
@@ -166,13 +167,13 @@ def test_enumeration_meets_every_conv_of_the_real_space(tmp_path):
 def test_validation_reports_every_candidate(built, tmp_path, capsys):
     config, table = built
     report = tmp_path / 'report.txt'
-    code, out, _ = _cli(validate_tool.main, ['-c', config, '--table', table, '--samples', '4', '--warmup', '1',
-                                             '--repeats', '3', '--report', str(report)], capsys)
+    code, out, _ = _cli(validate_tool.main, ['-c', config, '--table', table, '--samples', '3', '--warmup', '1',
+                                             '--repeats', '2', '--rounds', '2', '--report', str(report)], capsys)
     lines = out.strip().splitlines()
-    rows = [json.loads(line) for line in lines[:4]]
+    rows = [json.loads(line) for line in lines[:3]]
     last = json.loads(lines[-1])
     pricer = load_search_config(_config(tmp_path / 's.yml', table)).pricer
-    assert code == 0 and set(last) == {'samples', 'spearman', 'median_ratio'} and last['samples'] == 4
+    assert code == 0 and set(last) == {'samples', 'spearman', 'median_ratio'} and last['samples'] == 3
     assert -1 <= last['spearman'] <= 1 and last['median_ratio'] > 0
     for row in rows:
         assert row['measured_us'] > 0
@@ -197,3 +198,22 @@ def test_the_command_line_gives_one_line_errors(tmp_path):
                          capture_output=True, text=True, timeout=120, cwd=REPO)
     errors = [line for line in out.stderr.splitlines() if line.startswith('error:')]
     assert out.returncode == 2 and len(errors) == 1 and 'missing.yml' in errors[0] and 'Traceback' not in out.stderr
+
+
+def test_drift_of_the_machine_speed_is_scaled_out(tmp_path, monkeypatch):
+    """A machine twice as slow during the second batch (other load) must not double that batch's entries."""
+    config, table = _config(tmp_path / 'tiny.yml'), str(tmp_path / 'table.txt')
+    setup = load_table_setup(config, {})
+    convs = space_convs(CandidatePricer(setup.cfg, with_kernels(setup.space, (3,))))
+    true_us = {key: 10.0 * (i + 1) for i, key in enumerate(sorted(convs))}
+    batches = []
+
+    def timed_on_a_drifting_machine(timer, placed_convs, workdir):
+        slowdown = 1 + len(batches)
+        batches.append(placed_convs)
+        return [true_us[latency_key(p)] * slowdown for p in placed_convs]
+
+    monkeypatch.setattr(latency, 'measure_convs', timed_on_a_drifting_machine)
+    writer = latency.TableWriter(table, table_header('cpu', 1))
+    assert sum(latency.measure_table(None, writer, convs)) == 33 and len(batches) == 2
+    assert LatencyTable.load(table).entries == pytest.approx(true_us)

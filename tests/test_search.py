@@ -28,8 +28,7 @@ def finished(tmp_path_factory, dataset):
     with open(config) as f:
         text = f.read()
     with open(config, 'w') as f:
-        f.write(text.replace('max_constraint: 30000000', 'max_constraint: 2700000').replace(
-            'min_constraint: 2000000', 'min_constraint: 1000000'))
+        f.write(text.replace('max_constraint: 12000000', 'max_constraint: 2700000'))
     out = run_search(config)
     assert out.returncode == 0, out.stderr[-3000:]
     return config, str(tmp / 'out'), out

@@ -1,15 +1,15 @@
 """Build a latency table for this machine: every conv of the search space, timed with Paddle Inference.
 
     python tools/build_latency_table.py -c demo.yml --out latency_cpu_128.txt [--device cpu|gpu] [--threads N]
-        [--repeats R] [--warmup W] [--kernels 3[,5]] [-o TrainReader.inputs_def.image_shape=[3,160,160]]
+        [--rounds N] [--repeats R] [--warmup W] [--kernels 3[,5]] [-o TrainReader.inputs_def.image_shape=[3,160,160]]
 
 Convs are enumerated at the config's TrainReader.inputs_def.image_shape (what the search prices at). The table is
 PaddleSlim's format (header engine<TAB>device<TAB>us, then key<TAB>median microseconds) and plugs into
-Constraint.table_file. Rerun the same command after an interruption: only the missing keys are measured.
+Constraint.table_file. Convs are timed in batches against a reference conv that cancels the drift of the machine's
+speed. Rerun the same command after an interruption: only the missing keys are measured.
 """
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -19,8 +19,8 @@ from tqdm import tqdm  # noqa: E402
 from ppdet.core.cli import ArgsParser, run_cli  # noqa: E402
 from ppdet.core.workspace import ConfigError  # noqa: E402
 from ppdet.slim.nas.constraint import CandidatePricer, train_input_size  # noqa: E402
-from ppdet.slim.nas.latency import (TableWriter, Timer, load_table_setup, measure_conv, space_convs,  # noqa: E402
-                                    with_kernels)
+from ppdet.slim.nas.latency import (TableWriter, Timer, load_table_setup, measure_table, missing_keys,  # noqa: E402
+                                    space_convs, with_kernels)
 
 
 def parse_kernels(text):
@@ -33,7 +33,10 @@ def parse_kernels(text):
 
 def add_timing_arguments(parser):
     """Options shared with validate_latency_table.py, so both time the same way."""
-    parser.add_argument('--repeats', type=int, default=30, help='timed runs per model (per round in validation); the median is kept')
+    parser.add_argument('--rounds', type=int, default=3,
+                        help='timing rounds; in each, every model of a batch runs --repeats times')
+    parser.add_argument('--repeats', type=int, default=10, help='timed runs per model and round; the median of '
+                        'all is kept')
     parser.add_argument('--warmup', type=int, default=10, help='untimed runs before timing')
     parser.add_argument('--kernels', default='3', help='depthwise kernel sizes to cover: 3 (default) or 3,5')
 
@@ -45,30 +48,23 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, default=os.cpu_count(), help='CPU math threads (pinned)')
     add_timing_arguments(parser)
     args = parser.parse_args(argv)
-    timer = Timer(args.device, args.threads, args.warmup, args.repeats)
+    timer = Timer(args.device, args.threads, args.warmup, args.repeats, args.rounds)
     setup = load_table_setup(args.config, args.opt)
     convs = space_convs(CandidatePricer(setup.cfg, with_kernels(setup.space, parse_kernels(args.kernels))))
     writer = TableWriter(args.out, timer.header)
-    todo = [(key, convs[key]) for key in sorted(convs) if key not in writer.measured]
+    missing = len(missing_keys(convs, writer))
     print('{} convs at {}x{}: {} already in {}, measuring {} ({})'.format(
-        len(convs), *train_input_size(setup.cfg), len(convs) - len(todo), args.out, len(todo),
+        len(convs), *train_input_size(setup.cfg), len(convs) - missing, args.out, missing,
         '\t'.join(timer.header)), flush=True)
     start = time.time()
     try:
-        measure_all(todo, timer, writer, len(convs))
+        with tqdm(total=len(convs), initial=len(convs) - missing, unit='conv', file=sys.stderr) as bar:
+            for count in measure_table(timer, writer, convs):
+                bar.update(count)
     except KeyboardInterrupt:
         print('interrupted; rerun the same command to measure the remaining keys', file=sys.stderr)
         sys.exit(130)
     print('wrote {} ({} convs) in {:.1f} s'.format(args.out, len(convs), time.time() - start), flush=True)
-
-
-def measure_all(todo, timer, writer, total):
-    """Time each conv and append it at once, under a progress bar counting the whole table (count and eta)."""
-    with tempfile.TemporaryDirectory() as workdir, \
-            tqdm(total=total, initial=total - len(todo), unit='conv', file=sys.stderr) as bar:
-        for key, placed in todo:
-            writer.add(key, measure_conv(timer, placed, workdir))
-            bar.update()
 
 
 if __name__ == '__main__':

@@ -24,12 +24,12 @@ SPLITS = ('train', 'val')
 # Skin tones (BGR), from light to dark.
 SKIN = np.array([(196, 224, 255), (125, 194, 241), (105, 172, 224), (66, 134, 198), (36, 85, 141), (23, 51, 92),
                  (148, 205, 255), (134, 192, 234)], np.float32)
-SCENES = (  # (probability, face count range, face height as a fraction of the short side)
-    (0.08, (0, 0), (0., 0.)),            # no faces
-    (0.30, (1, 3), (0.12, 0.55)),        # portraits
-    (0.37, (3, 9), (0.05, 0.22)),        # groups
-    (0.25, (8, 22), (0.02, 0.08)),       # crowds: small faces
-)
+SCENES = {  # name: (probability, face count range, face height as a fraction of the short side)
+    'empty': (0.08, (0, 0), (0., 0.)),
+    'portraits': (0.30, (1, 3), (0.12, 0.55)),
+    'groups': (0.37, (3, 9), (0.05, 0.22)),
+    'crowds': (0.25, (8, 22), (0.02, 0.08)),  # small faces
+}
 MIN_FACE = 5  # pixels
 
 
@@ -236,14 +236,17 @@ def _light(img, rng, faces):
     return out
 
 
-def render(seed, split, index, size):
-    """One image (BGR uint8) and its face annotations (lists of the ten WIDER fields)."""
+def render(seed, split, index, size, scenes=tuple(SCENES)):
+    """One image (BGR uint8) and its face annotations (lists of the ten WIDER fields).
+
+    ``scenes`` limits the kinds of image drawn (their probabilities renormalised), e.g. no crowds for a quick demo.
+    """
     rng = _rng(seed, split, index)
     long_side, short_side = size, int(size * rng.uniform(0.62, 1.0))
     height, width = (short_side, long_side) if rng.random() < 0.8 else (long_side, short_side)
     img = _background(rng, height, width)
-    scene = rng.choice(len(SCENES), p=[s[0] for s in SCENES])
-    _, (low, high), (small, big) = SCENES[scene]
+    weights = np.array([SCENES[name][0] for name in scenes])
+    _, (low, high), (small, big) = SCENES[scenes[rng.choice(len(scenes), p=weights / weights.sum())]]
     count = int(rng.integers(low, high + 1))
     sizes = sorted(np.exp(rng.uniform(np.log(small + 1e-6), np.log(big + 1e-6), count)) * min(height, width),
                    reverse=True)
@@ -262,8 +265,8 @@ def image_name(split, index, count):
 
 
 def _make_one(job):
-    out, split, index, count, size, seed = job
-    img, faces = render(seed, split, index, size)
+    out, split, index, count, size, seed, scenes = job
+    img, faces = render(seed, split, index, size, scenes)
     rel = image_name(split, index, count)
     path = os.path.join(out, 'WIDER_{}'.format(split), 'images', rel)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -282,9 +285,9 @@ def annotation_text(entries):
     return '\n'.join(lines) + '\n'
 
 
-def write_split(out, split, count, size, seed, pool=None):
+def write_split(out, split, count, size, seed, pool=None, scenes=tuple(SCENES)):
     """Render and write one split; returns the number of faces written."""
-    jobs = [(out, split, i, count, size, seed) for i in range(count)]
+    jobs = [(out, split, i, count, size, seed, tuple(scenes)) for i in range(count)]
     entries = list(pool.imap(_make_one, jobs, chunksize=4) if pool else map(_make_one, jobs))
     split_dir = os.path.join(out, 'wider_face_split')
     os.makedirs(split_dir, exist_ok=True)
@@ -293,14 +296,14 @@ def write_split(out, split, count, size, seed, pool=None):
     return sum(len(faces) for _, faces in entries)
 
 
-def make_dataset(out, train=100, val=25, size=512, seed=0, workers=None):
+def make_dataset(out, train=100, val=25, size=512, seed=0, workers=None, scenes=tuple(SCENES)):
     """Write both splits under ``out``; returns {split: (images, faces)}."""
     workers = min(os.cpu_count() or 1, 4) if workers is None else workers
     counts = {'train': train, 'val': val}
     if workers > 1:
         with multiprocessing.get_context('fork').Pool(workers) as pool:
-            return {s: (n, write_split(out, s, n, size, seed, pool)) for s, n in counts.items()}
-    return {s: (n, write_split(out, s, n, size, seed)) for s, n in counts.items()}
+            return {s: (n, write_split(out, s, n, size, seed, pool, scenes)) for s, n in counts.items()}
+    return {s: (n, write_split(out, s, n, size, seed, None, scenes)) for s, n in counts.items()}
 
 
 def parse_args(argv=None):
@@ -311,7 +314,14 @@ def parse_args(argv=None):
     parser.add_argument('--size', type=int, default=512, help='long side of each image in pixels (default 512)')
     parser.add_argument('--seed', type=int, default=0, help='random seed; the same seed gives the same files')
     parser.add_argument('--workers', type=int, default=None, help='processes (default: CPU count, at most 4)')
+    parser.add_argument('--scenes', default=','.join(SCENES),
+                        help='kinds of image to draw, comma-separated from {} (default: all)'.format(
+                            ', '.join(SCENES)))
     args = parser.parse_args(argv)
+    args.scenes = tuple(s.strip() for s in args.scenes.split(',') if s.strip())
+    unknown = [s for s in args.scenes if s not in SCENES]
+    if unknown or not args.scenes:
+        parser.error('--scenes {}: choose from {}'.format(','.join(unknown) or '(none)', ', '.join(SCENES)))
     for name in ('train', 'val'):
         if getattr(args, name) < 0:
             parser.error('--{} must be >= 0'.format(name))
@@ -323,7 +333,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
-    made = make_dataset(args.out, args.train, args.val, args.size, args.seed, args.workers)
+    made = make_dataset(args.out, args.train, args.val, args.size, args.seed, args.workers, args.scenes)
     total = sum(n for n, _ in made.values())
     seconds = time.time() - start
     for split, (n, faces) in made.items():

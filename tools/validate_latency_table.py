@@ -5,9 +5,9 @@
 
 Each candidate is built at the config's input size, saved with paddle.jit.save (static [1, 3, H, W], without the
 decoder, whose cost depends on the weights) and timed with Paddle Inference on the table's device and thread
-count, the candidates taking turns over several rounds. The table prices convs only, so the ratio table/measured is not 1; what the search needs is the ranking,
-hence the Spearman correlation. Writes the report (text) and a PNG scatter next to it; the last stdout line is
-{"samples": N, "spearman": r, "median_ratio": x}.
+count, the candidates taking turns over several rounds. The table prices convs only, so the ratio table/measured
+is not 1; what the search needs is the ranking, hence the Spearman correlation. Writes the report (text) and a
+PNG scatter next to it; the last stdout line is {"samples": N, "spearman": r, "median_ratio": x}.
 """
 import json
 import os
@@ -30,15 +30,15 @@ from ppdet.slim.nas.latency import (DeployedBlazeFace, Timer, candidate_model, l
 from tools.build_latency_table import add_timing_arguments, parse_kernels  # noqa: E402
 
 
-def table_timer(table, warmup, repeats):
+def table_timer(table, args):
     """A Timer on the device and thread count the table was built with: latencies measured under other
     settings would say nothing about the table."""
     device = table.header[1]
     cpu = re.fullmatch(r'cpu_.+_(\d+)threads', device)
     if cpu:
-        timer = Timer('cpu', int(cpu.group(1)), warmup, repeats)
+        timer = Timer('cpu', int(cpu.group(1)), args.warmup, args.repeats, args.rounds)
     elif device.startswith('gpu_'):
-        timer = Timer('gpu', 1, warmup, repeats)
+        timer = Timer('gpu', 1, args.warmup, args.repeats, args.rounds)
     else:
         raise ConfigError('{}: device {!r} is not one tools/build_latency_table.py writes; only tables built on '
                           'this machine can be validated here'.format(table.path, device))
@@ -59,7 +59,7 @@ def sample_candidates(space, count, seed):
     return [list(t) for t in sorted(chosen)]
 
 
-def measure_candidates(cfg, pricer, candidates, timer, rounds):
+def measure_candidates(cfg, pricer, candidates, timer):
     """Whole-network microseconds of each candidate, measured in interleaved rounds."""
     height, width = train_input_size(cfg)
     with tempfile.TemporaryDirectory() as workdir:
@@ -68,8 +68,8 @@ def measure_candidates(cfg, pricer, candidates, timer, rounds):
             model = DeployedBlazeFace(candidate_model(cfg, pricer, tokens), decoded=False)
             shape = [1, 3, height, width]
             models.append((save_layer(model, shape, os.path.join(workdir, str(i), 'net')), shape))
-        print('timing {} networks in {} rounds'.format(len(models), rounds), file=sys.stderr, flush=True)
-        return timer.measure(models, rounds)
+        print('timing {} networks in {} rounds'.format(len(models), timer.rounds), file=sys.stderr, flush=True)
+        return timer.measure(models)
 
 
 def summary(rows):
@@ -115,22 +115,20 @@ def main(argv=None):
     parser.add_argument('--table', required=True, help='latency table to check (built on this machine)')
     parser.add_argument('--samples', type=int, default=20, help='random candidates to measure')
     parser.add_argument('--seed', type=int, default=0, help='seed of the candidate sample')
-    parser.add_argument('--rounds', type=int, default=20,
-                        help='timing rounds; in each, every candidate runs --repeats times (default 5)')
     parser.add_argument('--report', help='report file (default: TABLE without extension + _validation.txt)')
     add_timing_arguments(parser)
-    parser.set_defaults(repeats=5)
+    parser.set_defaults(rounds=20, repeats=5)
     args = parser.parse_args(argv)
-    if args.samples < 1 or args.rounds < 1:
-        raise ConfigError('--samples and --rounds must be at least 1')
+    if args.samples < 1:
+        raise ConfigError('--samples must be at least 1, got {}'.format(args.samples))
     table = LatencyTable.load(args.table)
-    timer = table_timer(table, args.warmup, args.repeats)
+    timer = table_timer(table, args)
     setup = load_table_setup(args.config, args.opt)
     pricer = CandidatePricer(setup.cfg, with_kernels(setup.space, parse_kernels(args.kernels)), table=table)
     report = args.report or os.path.splitext(args.table)[0] + '_validation.txt'
     candidates = sample_candidates(pricer.space, args.samples, args.seed)
     table_us = [table_price(pricer, tokens) for tokens in candidates]
-    measured_us = measure_candidates(setup.cfg, pricer, candidates, timer, args.rounds)
+    measured_us = measure_candidates(setup.cfg, pricer, candidates, timer)
     rows = [{'tokens': tokens, 'table_us': round(t, 1), 'measured_us': round(m, 1), 'ratio': round(t / m, 3)}
             for tokens, t, m in zip(candidates, table_us, measured_us)]
     lines = [emit(json.dumps(row)) for row in rows]

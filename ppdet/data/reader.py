@@ -13,7 +13,9 @@ Samples are decoded and augmented by ``paddle.io.DataLoader`` worker processes (
 ``use_process`` is true, capped at the CPU count); ``memsize`` is accepted and ignored, since the DataLoader sizes
 the shared memory it moves batches through. Every sample's random numbers are seeded from (seed, epoch, index), so
 a run gives the same batches whatever the number of workers. Unreadable samples are skipped with a warning and
-counted; one summary line is logged per epoch.
+counted; one summary line is logged per epoch. Images annotated without faces pass with ``gt_num`` 0; with
+``drop_empty`` (the default) an image whose every face was lost to augmentation is dropped, as in the original.
+Batch arrays view the memory the DataLoader passed them in (no copy); they are writable and the batch's own.
 """
 import logging
 import os
@@ -41,7 +43,8 @@ SECTIONS = {'train': 'TrainReader', 'eval': 'EvalReader'}
 
 class ReaderConfig:
     """The keys of a TrainReader / EvalReader section: the original Reader's arguments and defaults
-    (``batch_size`` defaults to 1 rather than None)."""
+    (``batch_size`` defaults to 1 rather than None). ``num_classes``, ``devices_num`` and ``memsize`` are accepted
+    and not used; the mixup, cutmix, class-aware, fine-grained-loss and batch-transform options are refused."""
 
     def __init__(self, dataset=None, sample_transforms=None, batch_transforms=None, batch_size=1, shuffle=False,
                  drop_last=False, drop_empty=True, mixup_epoch=-1, cutmix_epoch=-1, class_aware_sampling=False,
@@ -49,7 +52,6 @@ class ReaderConfig:
                  memsize='3G', inputs_def=None, devices_num=1):
         self.dataset = dataset
         self.sample_transforms = sample_transforms or []
-        self.batch_transforms = batch_transforms
         self.batch_size = batch_size
         self.shuffle, self.drop_last, self.drop_empty = shuffle, drop_last, drop_empty
         self.unsupported = {'mixup_epoch': mixup_epoch > 0, 'cutmix_epoch': cutmix_epoch > 0,
@@ -142,11 +144,13 @@ def _clean_boxes(boxes, classes):
 
 
 def _finish_train(sample, record):
+    """Train boxes are the augmented ones, already relative to the augmented image."""
     boxes, classes = _clean_boxes(sample['gt_bbox'], sample['gt_class'])
     return {'gt_bbox': boxes, 'gt_class': classes}
 
 
 def _finish_eval(sample, record):
+    """Eval boxes come from the annotation, relative to the decoded size, whatever the transforms did to them."""
     h, w = sample['im_shape']
     boxes, classes = _clean_boxes(record['gt_bbox'] / np.array([w, h, w, h], np.float32), record['gt_class'])
     return {'gt_bbox': boxes, 'gt_class': classes, 'im_shape': np.array([h, w], np.float32)}
@@ -343,8 +347,10 @@ class BatchReader:
                 produced += 1
                 if self.max_iters and produced >= self.max_iters:
                     return
+            tally.finish(check=True)
         finally:
             tally.finish()
+            # stop the workers now rather than whenever the iterator is collected (a traceback can hold it)
             getattr(batches, '_try_shutdown_all', lambda: None)()
 
     def _unpack(self, raw, tally):

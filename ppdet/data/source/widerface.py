@@ -50,7 +50,8 @@ class _Parser:
 
     def __init__(self, anno_path, lines):
         self.anno_path = anno_path
-        self.lines = lines
+        # (line number, text) of the non-blank lines, so that looking ahead is cheap
+        self.lines = [(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
         self.pos = 0
         self.skipped = {}
         self.zero_area = 0
@@ -61,18 +62,15 @@ class _Parser:
             self.skipped[kind] = self.skipped.get(kind, 0) + 1
 
     def next_line(self):
-        while self.pos < len(self.lines) and not self.lines[self.pos].strip():
-            self.pos += 1
+        """(text, line number) of the next line; (None, 0) at the end."""
         if self.pos >= len(self.lines):
-            return None, len(self.lines)
+            return None, 0
+        line_no, text = self.lines[self.pos]
         self.pos += 1
-        return self.lines[self.pos - 1].strip(), self.pos
+        return text, line_no
 
     def peek_is_path(self):
-        saved = self.pos
-        line, _ = self.next_line()
-        self.pos = saved
-        return line is None or _is_image_path(line)
+        return self.pos >= len(self.lines) or _is_image_path(self.lines[self.pos][1])
 
     def records(self):
         while True:
@@ -93,13 +91,11 @@ class _Parser:
             self.next_line()
 
     def read_record(self, path, line_no):
-        text, count_no = self.next_line()
-        if text is None or _is_image_path(text):
-            if text is not None:
-                self.pos = count_no - 1  # read that path again as the next record
+        if self.peek_is_path():
             self.warn(line_no, '{}: the record ends before its face count; skipped'.format(path),
                       'truncated annotation')
             return None
+        text, count_no = self.next_line()
         count = int(text) if text.isdigit() else -1
         if count < 0:
             self.warn(count_no, '{}: face count {!r} is not a whole number; skipped'.format(path, text[:30]),

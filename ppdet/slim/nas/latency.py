@@ -9,6 +9,7 @@ import copy
 import itertools
 import os
 import platform
+import tempfile
 import time
 
 import numpy as np
@@ -18,10 +19,11 @@ from paddle import inference
 from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.candidate import CandidateTrainer
 from ppdet.slim.nas.config import load_search_config
-from ppdet.slim.nas.constraint import LatencyTable, latency_key
+from ppdet.slim.nas.constraint import LatencyTable, conv_flops, latency_key
 
-__all__ = ['DEVICES', 'KERNELS', 'load_table_setup', 'candidate_model', 'DeployedBlazeFace', 'table_header', 'with_kernels', 'space_convs', 'Timer', 'measure_conv',
-           'save_layer', 'create_predictor', 'TableWriter']
+__all__ = ['DEVICES', 'KERNELS', 'load_table_setup', 'candidate_model', 'DeployedBlazeFace', 'table_header',
+           'with_kernels', 'space_convs', 'missing_keys', 'measure_table', 'save_layer', 'create_predictor', 'Timer',
+           'TableWriter']
 
 DEVICES = ('cpu', 'gpu')
 KERNELS = (3, 5)
@@ -119,11 +121,41 @@ def _static_mode():
         paddle.disable_static()
 
 
-def measure_conv(timer, placed, workdir):
-    """Microseconds of one conv alone, as its key describes it: input 1 x C_in x H x W, no bias, no batch
-    norm, no activation."""
-    shape = [1, placed.spec.in_channels, placed.in_height, placed.in_width]
-    return timer.measure([(save_conv_program(placed.spec, shape, os.path.join(workdir, 'conv')), shape)])[0]
+def measure_convs(timer, placed_convs, workdir):
+    """Microseconds of each conv alone, as its key describes it: input 1 x C_in x H x W, no bias, no batch
+    norm, no activation. The convs are timed together, taking turns (``Timer.measure``)."""
+    models = []
+    for i, placed in enumerate(placed_convs):
+        shape = [1, placed.spec.in_channels, placed.in_height, placed.in_width]
+        models.append((save_conv_program(placed.spec, shape, os.path.join(workdir, str(i), 'conv')), shape))
+    return timer.measure(models)
+
+
+def missing_keys(convs, writer):
+    """The keys of ``convs`` the table does not hold yet, in the order they are measured."""
+    return [key for key in sorted(convs) if key not in writer.entries]
+
+
+def measure_table(timer, writer, convs, batch_size=24):
+    """Measure the convs missing from the table in batches, appending each batch; yields the count written.
+
+    Other load on the machine (on 2 cores, any other process) slows everything measured meanwhile by a common
+    factor, and it changes over the minute a table takes. So every batch is timed together with one reference
+    conv (the one of median FLOPs, whose time is part fixed cost, part compute) and scaled by the reference's
+    first timing (its entry in the file, when a build resumes): convs measured at different moments compare.
+    """
+    reference = sorted(convs, key=lambda key: (conv_flops(convs[key]), key))[len(convs) // 2]
+    todo = [key for key in missing_keys(convs, writer) if key != reference]
+    with tempfile.TemporaryDirectory() as workdir:
+        for start in range(0, max(len(todo), reference not in writer.entries), batch_size):
+            batch = todo[start:start + batch_size]
+            times = measure_convs(timer, [convs[key] for key in [reference] + batch], workdir)
+            written = reference not in writer.entries
+            if written:
+                writer.add(reference, times[0])
+            for key, us in zip(batch, times[1:]):
+                writer.add(key, us * writer.entries[reference] / times[0])
+            yield len(batch) + written
 
 
 def save_conv_program(spec, input_shape, prefix):
@@ -182,28 +214,28 @@ class Timer:
     is followed by a device synchronisation, since kernels are launched asynchronously.
     """
 
-    def __init__(self, device='cpu', threads=1, warmup=10, repeats=30):
+    def __init__(self, device='cpu', threads=1, warmup=10, repeats=10, rounds=1):
         if device not in DEVICES:
             raise ConfigError('--device {!r}: choose cpu or gpu'.format(device))
         if device == 'gpu' and not paddle.device.is_compiled_with_cuda():
             raise ConfigError('--device gpu: this Paddle is built without CUDA')
-        if threads < 1 or repeats < 1 or warmup < 0:
-            raise ConfigError('--threads and --repeats must be at least 1, --warmup at least 0')
-        self.device, self.threads, self.warmup, self.repeats = device, threads, warmup, repeats
+        if min(threads, repeats, rounds) < 1 or warmup < 0:
+            raise ConfigError('--threads, --repeats and --rounds must be at least 1, --warmup at least 0')
+        self.device, self.threads, self.warmup, self.repeats, self.rounds = device, threads, warmup, repeats, rounds
 
     @property
     def header(self):
         return table_header(self.device, self.threads)
 
-    def measure(self, models, rounds=1):
+    def measure(self, models):
         """Median microseconds of one run of each saved model, given as (prefix, input shape), on random input.
 
-        With several rounds the models take turns, ``repeats`` runs each per round, so that changing load from
-        other processes on the machine slows them all alike instead of one model's whole measurement.
+        The models take turns over ``rounds`` rounds of ``repeats`` runs each, so that changing load from other
+        processes on the machine slows them all alike instead of one model's whole measurement.
         """
         runs = [self._prepared(prefix, shape) for prefix, shape in models]
         times = [[] for _ in runs]
-        for _ in range(rounds):
+        for _ in range(self.rounds):
             for run, samples in zip(runs, times):
                 samples.extend(self._time(run) for _ in range(self.repeats))
         return [float(np.median(samples)) * 1e6 for samples in times]
@@ -231,34 +263,33 @@ class Timer:
 
 
 class TableWriter:
-    """Appends ``key<TAB>us`` lines to a table, one flushed line per measurement, so an interrupted build loses
-    at most the conv it was timing and a rerun resumes from the keys already in the file."""
+    """Appends ``key<TAB>us`` lines to a table, flushed as they are measured, so an interrupted build loses at
+    most the batch it was timing and a rerun resumes from the keys already in the file."""
 
     def __init__(self, path, header):
         self.path = path
-        self.measured = self._existing_keys(path, header)
-        if not self.measured and not _has_content(path):
+        self.entries = self._existing_entries(path, header)
+        if not _has_content(path):
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             with open(path, 'w') as f:
                 f.write('\t'.join(header) + '\n')
 
     @staticmethod
-    def _existing_keys(path, header):
+    def _existing_entries(path, header):
+        if _has_content(path):
+            _drop_partial_line(path)
         if not _has_content(path):
-            return set()
-        _drop_partial_line(path)
-        if not _has_content(path):
-            return set()
+            return {}
         table = LatencyTable.load(path)
         if table.header != tuple(header):
             raise ConfigError('{} was measured as {!r}, this run measures {!r}; resuming would mix the two, so '
                               'write to another --out'.format(path, '\t'.join(table.header), '\t'.join(header)))
-        return set(table.entries)
+        return dict(table.entries)
 
     def add(self, key, microseconds):
         with open(self.path, 'a') as f:
             f.write('{}\t{:.1f}\n'.format(key, microseconds))
-        self.measured.add(key)
+        self.entries[key] = round(microseconds, 1)
 
 
 def _has_content(path):
