@@ -150,11 +150,15 @@ def train_step(quick):
     names = list(variants)
     intervals = {n: [] for n in names}
     parts = {}
+    per_round = []
     for r in range(rounds):
+        this_round = {}
         for name in (names if r % 2 == 0 else names[::-1]):
             times, step_parts = variants[name]()
             intervals[name].extend(times[1:])   # the first iteration of each run is warm-up
             parts.setdefault(name, []).extend(step_parts[1:])
+            this_round[name] = rate(times)
+        per_round.append(this_round['trainer'] / this_round['bare'])
     rates = {n: rate(v, skip=0) for n, v in intervals.items()}
     detail.update({'{}_images_per_s'.format(n): v for n, v in rates.items()})
     # process CPU seconds per step: hardly moved by other jobs' load (unlike wall time), so it tells whether a
@@ -162,6 +166,7 @@ def train_step(quick):
     cpu = {n: float(np.mean([p['cpu'] for p in v])) for n, v in parts.items()}
     detail['cpu_s_per_step'] = cpu
     detail['steady_iterations_per_variant'] = {n: len(v) for n, v in intervals.items()}
+    detail['trainer_vs_bare_per_round'] = per_round
     if parts.get('bare'):
         keys = [k for k in parts['bare'][0] if k != 'cpu']
         detail['bare_step_ms'] = {k: 1000 * float(np.mean([p[k] for p in parts['bare']])) for k in keys}

@@ -98,3 +98,20 @@ def test_rendering_is_fast(tool):
     for i in range(10):
         tool.render(0, 'train', i, 512)
     assert (time.perf_counter() - start) / 10 < 0.12
+
+
+def test_scenes_limit_what_is_drawn(tool):
+    """The demo draws portraits and empty images only: few, large faces that a short training can learn."""
+    easy = [tool.render(3, 'train', i, 96, ('empty', 'portraits')) for i in range(40)]
+    assert all(len(faces) <= 3 for _, faces in easy)
+    assert any(len(faces) == 0 for _, faces in easy) and any(len(faces) > 0 for _, faces in easy)
+    small = min(min(f[2], f[3]) for _, faces in easy for f in faces)
+    crowd = [tool.render(3, 'train', i, 96, ('crowds',)) for i in range(10)]
+    assert all(len(faces) >= 4 for _, faces in crowd)
+    assert small > max(max(f[2], f[3]) for _, faces in crowd for f in faces) / 2
+
+
+def test_unknown_scene_is_a_clear_error():
+    out = subprocess.run([sys.executable, TOOL, '--out', '/tmp/never', '--scenes', 'portraits,parties'],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and 'parties' in out.stderr.strip().splitlines()[-1]

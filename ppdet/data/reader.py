@@ -123,7 +123,7 @@ def _worker_count(cfg, override, section):
             logger.info('%s: use_process is false, so samples are decoded in the main process', section)
     else:
         wanted = override
-    cpus = os.cpu_count() or 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
     if wanted > cpus:
         logger.info('%s: worker_num %d capped to %d, the number of CPUs here', section, wanted, cpus)
     return max(0, min(wanted, cpus))

@@ -123,17 +123,31 @@ def _static_mode():
 
 def measure_convs(timer, placed_convs, workdir):
     """Microseconds of each conv alone, as its key describes it: input 1 x C_in x H x W, no bias, no batch
-    norm, no activation. The convs are timed together, taking turns (``Timer.measure``)."""
-    models = []
-    for i, placed in enumerate(placed_convs):
-        shape = [1, placed.spec.in_channels, placed.in_height, placed.in_width]
-        models.append((save_conv_program(placed.spec, shape, os.path.join(workdir, str(i), 'conv')), shape))
+    norm, no activation. The convs are timed together, taking turns (``Timer.measure``).
+
+    One program is saved per conv signature with H and W left free, so the sizes a signature runs at share one
+    predictor: creating predictors is most of a table's build time.
+    """
+    programs, models = {}, []
+    for placed in placed_convs:
+        spec = placed.spec
+        if conv_signature(placed) not in programs:
+            prefix = os.path.join(workdir, str(len(programs)), 'conv')
+            programs[conv_signature(placed)] = save_conv_program(spec, [1, spec.in_channels, -1, -1], prefix)
+        models.append((programs[conv_signature(placed)], [1, spec.in_channels, placed.in_height, placed.in_width]))
     return timer.measure(models)
 
 
+def conv_signature(placed):
+    """What a conv program fixes (its weights and stride); H and W are the feed's."""
+    spec = placed.spec
+    return spec.in_channels, spec.out_channels, spec.kernel, spec.stride, spec.groups
+
+
 def missing_keys(convs, writer):
-    """The keys of ``convs`` the table does not hold yet, in the order they are measured."""
-    return [key for key in sorted(convs) if key not in writer.entries]
+    """The keys of ``convs`` the table does not hold yet, in the order they are measured (a signature's sizes
+    together, so that a batch shares their predictor)."""
+    return [key for key in sorted(convs, key=lambda k: (conv_signature(convs[k]), k)) if key not in writer.entries]
 
 
 def measure_table(timer, writer, convs, batch_size=24):
@@ -208,11 +222,7 @@ def create_predictor(prefix, device='cpu', threads=1):
 
 
 class Timer:
-    """Median latency (us) of ``predictor.run()`` after warm-up, on one device with a fixed thread count.
-
-    Only the run is timed: the input is copied in once, the output stays in the predictor. On a GPU each run
-    is followed by a device synchronisation, since kernels are launched asynchronously.
-    """
+    """Median latency (us) of ``predictor.run()`` after warm-up, on one device with a fixed thread count."""
 
     def __init__(self, device='cpu', threads=1, warmup=10, repeats=10, rounds=1):
         if device not in DEVICES:
@@ -231,35 +241,49 @@ class Timer:
         """Median microseconds of one run of each saved model, given as (prefix, input shape), on random input.
 
         The models take turns over ``rounds`` rounds of ``repeats`` runs each, so that changing load from other
-        processes on the machine slows them all alike instead of one model's whole measurement.
+        processes on the machine slows them all alike instead of one model's whole measurement. Entries with the
+        same prefix (a program with free sizes) share one predictor.
         """
-        runs = [self._prepared(prefix, shape) for prefix, shape in models]
+        predictors, runs = {}, []
+        for prefix, shape in models:
+            if prefix not in predictors:
+                predictors[prefix] = create_predictor(prefix, self.device, self.threads)
+            runs.append(_Run(predictors[prefix], shape, self.device == 'gpu'))
+            runs[-1].feed()
+            for _ in range(self.warmup):
+                runs[-1]()
         times = [[] for _ in runs]
         for _ in range(self.rounds):
             for run, samples in zip(runs, times):
-                samples.extend(self._time(run) for _ in range(self.repeats))
+                run.feed()
+                samples.extend(_time(run) for _ in range(self.repeats))
         return [float(np.median(samples)) * 1e6 for samples in times]
 
-    def _prepared(self, prefix, input_shape):
-        """A warmed-up ``run()`` (synchronised on a GPU) of the model with its input already copied in."""
-        predictor = create_predictor(prefix, self.device, self.threads)
-        handle = predictor.get_input_handle(predictor.get_input_names()[0])
-        handle.reshape(list(input_shape))
-        handle.copy_from_cpu(np.random.RandomState(0).standard_normal(input_shape).astype(np.float32))
 
-        def run():
-            predictor.run()
-            if self.device == 'gpu':
-                paddle.device.synchronize()
-        for _ in range(self.warmup):
-            run()
-        return run
+class _Run:
+    """``predictor.run()`` on one input: the input is copied in before timing (``feed``) and the output stays
+    in the predictor, so only the run is timed. On a GPU each run ends with a device synchronisation, since
+    kernels are launched asynchronously."""
 
-    @staticmethod
-    def _time(run):
-        start = time.perf_counter()
-        run()
-        return time.perf_counter() - start
+    def __init__(self, predictor, shape, gpu):
+        self.predictor, self.gpu = predictor, gpu
+        self.handle = predictor.get_input_handle(predictor.get_input_names()[0])
+        self.input = np.random.RandomState(0).standard_normal(shape).astype(np.float32)
+
+    def feed(self):
+        self.handle.reshape(list(self.input.shape))
+        self.handle.copy_from_cpu(self.input)
+
+    def __call__(self):
+        self.predictor.run()
+        if self.gpu:
+            paddle.device.synchronize()
+
+
+def _time(run):
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
 
 
 class TableWriter:

@@ -32,7 +32,8 @@ def plot_pareto(path, rows, metric, unit):
     import matplotlib.pyplot as plt
 
     rows = [r for r in rows if r.get(metric) not in (None, '') and r.get('ap') not in (None, '')]
-    points = [(float(r[metric]), float(r['ap'])) for r in rows]
+    scale, unit = (1e6, 'M' + unit) if metric == 'flops' else (1.0, unit)
+    points = [(float(r[metric]) / scale, float(r['ap'])) for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     if points:
         xs, ys = zip(*points)

@@ -27,7 +27,7 @@ from search_space.blazefacespace_nas import structure_block
 __all__ = ['NasSearch', 'SearchError']
 
 logger = logging.getLogger(__name__)
-UNITS = {'flops': 'FLOPs', 'latency_us': 'us'}
+UNITS = {'flops': 'FLOPs', 'latency_us': 'us'}  # the plot shows FLOPs in millions
 HISTORY_NAME = 'search_history.csv'
 
 
