@@ -13,10 +13,12 @@ $(STAMP): requirements.txt
 	@touch $(STAMP)
 
 DEMO_DATA := dataset/synthetic_wider_face
+DEMO_TABLE := dataset/demo_latency_cpu.txt
 
 demo: $(STAMP)
 	@test -f $(DEMO_DATA)/wider_face_split/wider_face_val_bbx_gt.txt || \
 		$(PY) tools/make_synthetic_widerface.py --out $(DEMO_DATA) --size 96 --train 400 --val 60 --scenes empty,portraits
+	$(PY) tools/build_latency_table.py -c demo.yml --out $(DEMO_TABLE)
 	$(PY) -u train_nas.py -c demo.yml
 
 test: $(STAMP)

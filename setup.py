@@ -9,5 +9,5 @@ setup(
     packages=find_packages(include=['ppdet', 'ppdet.*', 'search_space']),
     # mirrors requirements.txt (which also pins pytest for `make test`)
     install_requires=['paddlepaddle==3.3.1', 'paddleslim==2.6.0', 'numpy<2', 'opencv-python==4.6.0.66',
-                      'pyyaml>=6.0', 'six', 'requests', 'decorator', 'matplotlib'],
+                      'pyyaml>=6.0', 'six', 'requests', 'decorator', 'matplotlib', 'scipy', 'tqdm'],
 )

@@ -13,8 +13,8 @@ from paddleslim.nas.search_space.search_space_registry import SEARCHSPACE
 import tools.build_latency_table as build_tool
 import tools.price_arch as price_tool
 import tools.validate_latency_table as validate_tool
-from ppdet.slim.nas import latency
 from ppdet.core.cli import run_cli
+from ppdet.slim.nas import latency
 from ppdet.slim.nas.config import load_search_config
 from ppdet.slim.nas.constraint import CandidatePricer, LatencyTable, latency_key
 from ppdet.slim.nas.latency import load_table_setup, space_convs, table_header, with_kernels

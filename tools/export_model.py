@@ -131,16 +131,14 @@ def main(argv=None):
     prefix = os.path.join(args.out, 'model')
     decoded = not args.without_decoder
 
-    def deployed():
-        """A fresh copy each time: tracing caches static priors in the model it runs."""
-        return DeployedBlazeFace(load_weights(candidate_model(setup.cfg, setup.pricer, tokens), args.weights),
+    deployed = DeployedBlazeFace(load_weights(candidate_model(setup.cfg, setup.pricer, tokens), args.weights),
                                  decoded)
-    save_layer(deployed(), [1, 3, height, width], prefix)
+    save_layer(deployed, [1, 3, height, width], prefix)
     if not decoded:
-        save_priors(deployed(), height, width, os.path.join(args.out, 'priors.npy'))
+        save_priors(deployed, height, width, os.path.join(args.out, 'priors.npy'))
     print('saved {}.* (input [1, 3, {}, {}])'.format(prefix, height, width), flush=True)
     if args.image:
-        outputs, diff = compare(prefix, deployed(), load_image(args.image, setup.cfg, height, width))
+        outputs, diff = compare(prefix, deployed, load_image(args.image, setup.cfg, height, width))
         if not report(args.image, outputs, diff, decoded):
             sys.exit(1)
 

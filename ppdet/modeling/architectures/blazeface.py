@@ -67,11 +67,13 @@ class BlazeFace(nn.Layer):
     def priors(self, image_shape, feature_shapes):
         """Prior boxes for this input size, computed once per size (they are constants of the shape)."""
         key = (tuple(image_shape), tuple(tuple(f) for f in feature_shapes))
-        if key not in self._priors:
-            boxes = generate_priors(key[1], key[0], self.min_sizes, self.steps,
-                                    self.use_density_prior_box, self.densities)
-            self._priors[key] = paddle.to_tensor(boxes)
-        return self._priors[key]
+        if key in self._priors:
+            return self._priors[key]
+        priors = paddle.to_tensor(generate_priors(key[1], key[0], self.min_sizes, self.steps,
+                                                  self.use_density_prior_box, self.densities))
+        if paddle.in_dynamic_mode():  # a constant traced into a static program must not leak into dygraph
+            self._priors[key] = priors
+        return priors
 
     def forward(self, image):
         """Raw predictions: locs [N, P, 4], conf logits [N, P, classes], priors [P, 4]."""
