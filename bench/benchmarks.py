@@ -112,7 +112,7 @@ def data(quick):
 # ------------------------------------------------------------------------------------------------ 3. train_step
 def train_step(quick):
     """Steady-state images/s of CandidateTrainer.train (its reader, LR, stats, logging) vs a bare loop on the
-    same network, loss and optimizer; the published structure with depthwise 5x5, 640, batch 8. Variants run
+    same model object, loss and optimizer; the published structure with depthwise 5x5, 640, batch 8. Variants run
     interleaved in rounds (ABBA order) so a load change from other jobs hits all of them."""
     import paddle
     from paddle.base import core
@@ -123,7 +123,9 @@ def train_step(quick):
     samples = load_batches(cfg, 4)
     trainer = CandidateTrainer(cfg, 'cpu', seed=0)
     trainer_model = trainer.build(published_kwargs(depthwise=True))
-    bare = BareLoop(cfg, build_model(cfg, depthwise=True))
+    # the bare loop trains the very same model object: two instances of one structure can differ by 10% or more in
+    # speed on a shared VM (memory placement), which would show up as a trainer-vs-bare difference that isn't one
+    bare = BareLoop(cfg, trainer_model)
     variants = {'trainer': lambda: timed_trainer_run(trainer, trainer_model), 'bare': lambda: bare.run(samples, iters)}
     detail = {'load_before': loadavg()}
     if not quick:

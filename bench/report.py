@@ -67,8 +67,11 @@ def _train_notes(t):
     elif 'to_static_error' in d:
         out.append('`paddle.jit.to_static` failed for this network: {}.'.format(d['to_static_error']))
     if '2_threads_vs_1' in d:
-        out.append('2 CPU threads (`paddle.base.core.set_num_threads(2)`; Paddle defaults to 1 via '
-                   'FLAGS_paddle_num_threads) vs 1: x{:.2f}.'.format(d['2_threads_vs_1']))
+        cpu = d.get('cpu_s_per_step', {})
+        out.append('2 CPU threads (`paddle.base.core.set_num_threads(2)`; Paddle defaults to 1 thread, '
+                   'FLAGS_paddle_num_threads=1) vs 1: x{:.2f} in wall time for {} CPU s per step instead of {}. The gain '
+                   'needs a free second core: it shrinks when other jobs or the reader workers hold it.'.format(
+                       d['2_threads_vs_1'], _num(cpu.get('bare_2_threads'), 3), _num(cpu.get('bare'), 3)))
     if 'dense_quirk_vs_depthwise' in d:
         out.append("The original's dense second 5x5 conv (BlazeNet default, dense_double_5x5=True) trains at "
                    "{:.2f} images/s, x{:.2f} the depthwise form.".format(d['bare_dense_double_5x5_images_per_s'],
@@ -111,9 +114,28 @@ def render(results, command, started, seconds, facts, loads, fmt):
         lines += ['### {}'.format(r['name']), ''] + _details(r) + ['']
         if r['name'] == 'train_step' and not r.get('error'):
             lines += ['- ' + n for n in _train_notes(r)] + ['']
-    lines += [NOTES, README_HEAD]
+    lines += [FINDINGS, NOTES, README_HEAD]
     lines += readme_lines(results)
     return '\n'.join(lines) + '\n'
+
+
+FINDINGS = """## Findings
+
+- A CPU search's cost is training, and training is the convolution kernels: the depthwise convs alone take about
+  two thirds of operator time (see train_step above). Paddle 3.3.1 runs `depthwise_conv2d` on the CPU as im2col +
+  GEMM per channel group; its oneDNN kernels are not used in dygraph (`FLAGS_use_mkldnn=1` / `FLAGS_use_onednn=1`
+  changed nothing measurable) and `to_static` with `FLAGS_use_mkldnn=1` crashes (segfault): both checked by hand,
+  not re-run here. The loss (numpy prior matching and hard-negative mining included) is about 1% of a step and
+  the optimizer under 0.5%, so nothing in the trainer, the loss or the optimizer can double the speed: the project's
+  trainer runs at the speed of a bare Paddle loop, i.e. at the PaddleDetection anchor's speed, not twice it.
+- `paddle.jit.to_static` traces this network and gives the same loss, but is slower on the CPU (more CPU time per
+  step), so the trainer stays in dygraph.
+- A second CPU thread helps only when the second core is free; Paddle uses one thread unless told otherwise
+  (`FLAGS_paddle_num_threads=2` in the environment, or `paddle.base.core.set_num_threads(2)`). The trainer does not
+  set it: with two search clients or two ranks on a 2-core machine it would oversubscribe the cores.
+- The reader is an order of magnitude ahead of training at 640 on the CPU; one worker would do.
+- Search overhead and memory are far inside their targets.
+"""
 
 
 NOTES = """## How each figure is measured
@@ -129,7 +151,8 @@ NOTES = """## How each figure is measured
   1024 px wide, so decoding them costs more per image (`bench/data_throughput.py --size 1024` measures that case).
 - **train_step**: `CandidateTrainer.train` (its reader with blazeface.yml's workers, LR schedule, stats, logging),
   timed between consecutive iteration starts, vs a bare loop (`to_tensor`, `model.loss`, `backward`, RMSProp
-  `step`, `clear_grad`) on in-memory batches from the same reader; same structure, initialisation, loss and optimizer.
+  `step`, `clear_grad`) on in-memory batches from the same reader, training the same model object (two instances of
+  one structure differed by 10% and more in speed on this shared VM, whichever loop ran them), same loss and optimizer.
   The first iteration of every run is warm-up and not counted. The full run adds bare-loop variants interleaved with
   the same rounds: `paddle.jit.to_static`, 2 CPU threads, the original's dense 5x5 quirk, and an operator profile.
 - **search_overhead**: a real search (`NasSearch.run`) on demo.yml (128x128, batch 16, 120 iterations per candidate,
