@@ -149,6 +149,7 @@ def train_step(quick):
             variants['bare_to_static'] = lambda: static.run(samples, iters)
         except Exception as e:  # noqa: BLE001 - reported, not fatal: to_static is an alternative, not the product
             detail['to_static_error'] = '{}: {}'.format(type(e).__name__, str(e).splitlines()[0][:300])
+    bare.run(samples, 2)   # warm the process (allocator, page faults of the activations) for whichever runs first
     names = list(variants)
     intervals = {n: [] for n in names}
     parts = {}
@@ -243,13 +244,19 @@ def search_overhead(quick):
     from ppdet.slim.nas.search import NasSearch
     data_dir = dataset('demo', 400, 60, 160)
     work = tempfile.mkdtemp(prefix='overhead_', dir=WORK)
-    steps, iters, demo_iters = (2, 10, 120) if quick else (3, 120, 120)
+    steps, iters, demo_iters = (2, 20, 120) if quick else (3, 120, 120)
     overrides = {'save_dir': os.path.join(work, 'out'), 'server_port': _free_port(), 'search_steps': steps,
                  'max_iters': iters, 'log_iter': 10 ** 9, 'TrainReader.dataset.dataset_dir': data_dir,
                  'EvalReader.dataset.dataset_dir': data_dir}
     setup = load_search_config(os.path.join(REPO, 'demo.yml'), overrides)
     search = NasSearch(setup)
-    train_s, eval_s, finish_s, stamps = [], [], [], []
+    train_s, eval_s, finish_s, stamps, starts = [], [], [], [], []
+    train = search.trainer.train
+
+    def marked(*args, **kwargs):
+        starts.append(len(stamps))   # where this candidate's iteration stamps begin
+        return train(*args, **kwargs)
+    search.trainer.train = marked
     _wrap(search.trainer, 'train', train_s)
     _wrap(search.trainer, 'evaluate', eval_s)
     _wrap(search, 'finish', finish_s)
@@ -265,8 +272,10 @@ def search_overhead(quick):
     del search.trainer._step
     loop = total - sum(finish_s)
     overhead = (loop - sum(train_s) - sum(eval_s)) / steps
-    intervals = np.diff(stamps)
-    per_iter = float(np.median(intervals[intervals > 0])) if len(intervals) else float('nan')
+    # steady iteration time: within each candidate, after its first 3 iterations (reader start, warm-up)
+    bounds = starts + [len(stamps)]
+    steady = [b - a for lo, hi in zip(bounds, bounds[1:]) for a, b in zip(stamps[lo + 3:hi], stamps[lo + 4:hi])]
+    per_iter = float(np.median(steady)) if steady else float('nan')
     demo_step = (loop + steps * (demo_iters - iters) * per_iter) / steps
     rows = search.history.rows
     detail = {'search_steps': steps, 'max_iters': iters, 'demo_max_iters': demo_iters,

@@ -68,8 +68,8 @@ def _train_notes(t):
         out.append('`paddle.jit.to_static` failed for this network: {}.'.format(d['to_static_error']))
     if '2_threads_vs_1' in d:
         cpu = d.get('cpu_s_per_step', {})
-        out.append('2 CPU threads (`paddle.base.core.set_num_threads(2)`; Paddle defaults to 1 thread, '
-                   'FLAGS_paddle_num_threads=1) vs 1: x{:.2f} in wall time for {} CPU s per step instead of {}. The gain '
+        out.append('2 CPU threads (`paddle.base.core.set_num_threads(2)`; Paddle runs on 1 thread unless '
+                   'OMP_NUM_THREADS says otherwise) vs 1: x{:.2f} in wall time for {} CPU s per step instead of {}. The gain '
                    'needs a free second core: it shrinks when other jobs or the reader workers hold it.'.format(
                        d['2_threads_vs_1'], _num(cpu.get('bare_2_threads'), 3), _num(cpu.get('bare'), 3)))
     if 'dense_quirk_vs_depthwise' in d:
@@ -128,11 +128,14 @@ FINDINGS = """## Findings
   not re-run here. The loss (numpy prior matching and hard-negative mining included) is about 1% of a step and
   the optimizer under 0.5%, so nothing in the trainer, the loss or the optimizer can double the speed: the project's
   trainer runs at the speed of a bare Paddle loop, i.e. at the PaddleDetection anchor's speed, not twice it.
-- `paddle.jit.to_static` traces this network and gives the same loss, but is slower on the CPU (more CPU time per
-  step), so the trainer stays in dygraph.
-- A second CPU thread helps only when the second core is free; Paddle uses one thread unless told otherwise
-  (`FLAGS_paddle_num_threads=2` in the environment, or `paddle.base.core.set_num_threads(2)`). The trainer does not
-  set it: with two search clients or two ranks on a 2-core machine it would oversubscribe the cores.
+- `paddle.jit.to_static` traces this network and gives the same loss, but brings no consistent gain on the CPU:
+  across the full runs and a longer A/B made for this report it measured x0.84, x0.92 and x1.10 in wall time and
+  never less CPU time per step (x0.72 to x0.99 in CPU throughput), so the trainer stays in dygraph.
+- A second CPU thread helps only when the second core is free. Paddle runs its kernels on one thread: it sets
+  `OMP_NUM_THREADS=1` when the variable is unset, and this oneDNN build ignores `FLAGS_paddle_num_threads`. To use
+  two, export `OMP_NUM_THREADS=2` before starting the search (Paddle prints a warning about it) or call
+  `paddle.base.core.set_num_threads(2)`. The trainer does not set it: with two search clients or two ranks on a
+  2-core machine it would oversubscribe the cores.
 - The reader is an order of magnitude ahead of training at 640 on the CPU; one worker would do.
 - Search overhead and memory are far inside their targets.
 """

@@ -6,10 +6,28 @@ import random
 import signal
 import subprocess
 import sys
-import time
 
 from search_fixtures import REPO, run_search, tiny_config, tiny_dataset
 from ppdet.slim.nas.files import HISTORY_FIELDS
+
+
+# Moments to kill at: mid-training, mid-evaluation, right after a reward, right after pricing.
+MOMENTS = ['iter: 2,', 'EvalReader epoch', 'search step', 'TrainReader epoch', '<<<------']
+
+
+def _run_until_killed(config, args, moment, occurrence):
+    """Run the search and SIGKILL it the ``occurrence``-th time ``moment`` appears in its log."""
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, 'train_nas.py'), '-c', config, *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    seen = 0
+    for line in proc.stderr:
+        seen += moment in line
+        if seen == occurrence:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait()
+    proc.stderr.close()
+    return proc.returncode == -signal.SIGKILL
 
 
 def test_kill_and_resume_several_times(tmp_path):
@@ -18,17 +36,11 @@ def test_kill_and_resume_several_times(tmp_path):
     save_dir = str(tmp_path / 'out')
     rng = random.Random(7)
     kills = 0
-    for attempt in range(4):
+    for _ in range(4):
         args = ['-r', save_dir] if os.path.isdir(save_dir) else []
-        proc = subprocess.Popen([sys.executable, os.path.join(REPO, 'train_nas.py'), '-c', config, *args],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
-        time.sleep(rng.uniform(6, 14))  # paddle imports in ~5 s; then pricing, training, eval, checkpoints
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
+        kills += _run_until_killed(config, args, rng.choice(MOMENTS), 1)
         _check_files(save_dir)
-    assert kills >= 2, 'the search should have been killed mid-way at least twice'
+    assert kills >= 3, 'the search should have been killed mid-way several times'
     final = run_search(config, '-r', save_dir) if os.path.isdir(save_dir) else run_search(config)
     assert final.returncode == 0, final.stderr[-3000:]
     rows = _check_files(save_dir)

@@ -22,6 +22,7 @@ import math
 import os
 import socket
 import time
+import weakref
 from threading import Thread
 
 import numpy as np
@@ -80,11 +81,22 @@ class AnnealingController(SAController):
 class SafeControllerServer(ControllerServer):
     """PaddleSlim's ControllerServer with a robust request loop (see the module docstring)."""
 
-    def start(self):
+    def start(self, bind_wait=10.0):
+        """Listen; a port still held (say, by the orphaned data workers of a killed search) is retried a while."""
         self._socket_server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket_server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket_server.bind(self._address)
+        deadline = time.time() + bind_wait
+        while True:
+            try:
+                self._socket_server.bind(self._address)
+                break
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE or time.time() >= deadline:
+                    self._socket_server.close()
+                    raise
+                time.sleep(0.5)
         self._socket_server.listen(self._max_client_num)
+        _close_in_forked_children(self._socket_server)
         self._ip, self._port = self._socket_server.getsockname()[:2]
         self._in_flight = set()
         self._not_told_done = set()  # clients that asked for tokens and have not yet been told the search is done
@@ -159,6 +171,17 @@ class SafeControllerServer(ControllerServer):
         if not (in_range and math.isfinite(reward) and iteration >= 0 and fields[4]):
             return None
         return tokens, reward, iteration, fields[4]
+
+
+def _close_in_forked_children(sock):
+    """Data-loader workers are forked: without this they keep the controller's port open, even after a kill."""
+    ref = weakref.ref(sock)
+
+    def close():
+        alive = ref()
+        if alive is not None:
+            alive.close()
+    os.register_at_fork(after_in_child=close)
 
 
 def record_reward(controller, tokens, reward):
