@@ -47,7 +47,8 @@ def _train_notes(t):
     parts = d.get('bare_step_ms')
     if parts:
         total = sum(parts.values())
-        out.append('Where a CPU training step goes (bare loop, published NAS depthwise 5x5, 640, batch 8, ms per step): '
+        out.append('Where a CPU training step goes (bare loop, published NAS depthwise 5x5, 640, batch 8, '
+                   'ms per step): '
                    + ', '.join('{} {:.0f} ({:.0f}%)'.format(k, v, 100 * v / total) for k, v in parts.items())
                    + '. The loss includes the numpy prior matching and hard-negative mining.')
     shares = d.get('op_time_share_percent')
@@ -69,7 +70,8 @@ def _train_notes(t):
     if '2_threads_vs_1' in d:
         cpu = d.get('cpu_s_per_step', {})
         out.append('2 CPU threads (`paddle.base.core.set_num_threads(2)`; Paddle runs on 1 thread unless '
-                   'OMP_NUM_THREADS says otherwise) vs 1: x{:.2f} in wall time for {} CPU s per step instead of {}. The gain '
+                   'OMP_NUM_THREADS says otherwise) vs 1: x{:.2f} in wall time for {} CPU s per step instead of {}. '
+                   'The gain '
                    'needs a free second core: it shrinks when other jobs or the reader workers hold it.'.format(
                        d['2_threads_vs_1'], _num(cpu.get('bare_2_threads'), 3), _num(cpu.get('bare'), 3)))
     if 'dense_quirk_vs_depthwise' in d:
@@ -94,9 +96,11 @@ def render(results, command, started, seconds, facts, loads, fmt):
              '- Date: {}; wall time {:.0f} s'.format(started.strftime('%Y-%m-%d %H:%M %Z'), seconds),
              '- Load average (1/5/15 min) at start {} and end {}'.format(loads.get('start'), loads.get('end')), '']
     if _loaded(loads, facts):
-        lines += ['> Other jobs were running on this machine during the run (load average above the core count at '
-                  'some point). Absolute speeds are lower than on an idle machine; ratios are less affected, since '
-                  'value and baseline ran interleaved in the same process.', '']
+        lines += ['> The machine was shared with other jobs during this run (load average {} at the start on {} '
+                  'cores; the run itself adds about 1 while it runs). Absolute speeds are lower and noisier than on '
+                  'an idle machine (repeated runs moved them by 10-20%); ratios are less affected, since value and '
+                  'baseline ran interleaved in the same process.'.format(loads.get('start', ['?'])[0],
+                                                                          facts.get('nproc')), '']
     lines += ['## Machine', '', '| fact | value |', '| --- | --- |']
     lines += ['| {} | {} |'.format(k, v) for k, v in facts.items()]
     lines += ['', '## Results', '', '| benchmark | what | value | baseline | ratio | unit | target | met |',
@@ -106,9 +110,13 @@ def render(results, command, started, seconds, facts, loads, fmt):
             lines.append('| {} | {} | error: {} | | | | | no |'.format(r['name'], LABELS.get(r['name'], ''),
                                                                          r['error'][:200]))
             continue
+        met = 'yes' if r['met'] else 'NO'
+        if 'anchor_goal_met' in r.get('detail', {}):
+            met += '; anchor x2 goal: {} (x{:.2f} the anchor)'.format(
+                'yes' if r['detail']['anchor_goal_met'] else 'NO', r['detail']['vs_anchor'])
         lines.append('| {} | {} | {} | {} | {} | {} | {} | {} |'.format(
             r['name'], LABELS.get(r['name'], ''), _num(r['value']), _num(r['baseline']), _num(r['ratio']),
-            r['unit'], r['target'], 'yes' if r['met'] else 'NO'))
+            r['unit'], r['target'], met))
     lines.append('')
     for r in results:
         lines += ['### {}'.format(r['name']), ''] + _details(r) + ['']
@@ -129,8 +137,8 @@ FINDINGS = """## Findings
   the optimizer under 0.5%, so nothing in the trainer, the loss or the optimizer can double the speed: the project's
   trainer runs at the speed of a bare Paddle loop, i.e. at the PaddleDetection anchor's speed, not twice it.
 - `paddle.jit.to_static` traces this network and gives the same loss, but brings no consistent gain on the CPU:
-  across the full runs and a longer A/B made for this report it measured x0.84, x0.92 and x1.10 in wall time and
-  never less CPU time per step (x0.72 to x0.99 in CPU throughput), so the trainer stays in dygraph.
+  across three full runs and a longer A/B made for this report it measured x0.81, x0.84, x0.92 and x1.10 in wall
+  time and never used less CPU per step (x0.72 to x0.99 the dygraph CPU throughput), so the trainer stays in dygraph.
 - A second CPU thread helps only when the second core is free. Paddle runs its kernels on one thread: it sets
   `OMP_NUM_THREADS=1` when the variable is unset, and this oneDNN build ignores `FLAGS_paddle_num_threads`. To use
   two, export `OMP_NUM_THREADS=2` before starting the search (Paddle prints a warning about it) or call
@@ -194,7 +202,7 @@ def readme_lines(results):
     out = ['', 'Measured on 2 CPU cores (see bench/RESULTS.md for the machine and the exact command):', '']
     p, d, t, s, m = (_get(results, n) for n in ('pricing', 'data', 'train_step', 'search_overhead', 'memory'))
     if p and not p.get('error'):
-        out.append('- Pricing a candidate (FLOPs, params, table latency) takes {:.2g} ms, x{:.0f} faster than building '
+        out.append('- Pricing a candidate (FLOPs and params at 640) takes {:.2g} ms, x{:.0f} faster than building '
                    'the static program and running PaddleSlim `flops` ({:.0f} ms), with the same FLOPs.'.format(
                        p['detail']['ms_per_candidate'], p['ratio'], p['detail']['static_ms_per_candidate']))
     if t and not t.get('error'):
@@ -206,11 +214,11 @@ def readme_lines(results):
                        t['value'], t['ratio'], per_hour, 5000 / per_hour))
     if d and not d.get('error'):
         out.append('- The reader decodes and augments {:.0f} images/s at 640 with 2 workers (x{:.0f} what training '
-                   'consumes): data loading is never the bottleneck on the CPU.'.format(d['value'], d['ratio']))
+                   'consumes): data loading is not what limits a CPU search.'.format(d['value'], d['ratio']))
     if s and not s.get('error'):
         out.append('- Search overhead (controller, pricing, build, checkpoint and history writes) is {:.2f} s per '
-                   'candidate, {:.2f}% of a demo step ({:.0f} s).'.format(s['value'], 100 * s['ratio'],
-                                                                       s['baseline']))
+                   'candidate, {:.2f}% of a demo.yml step ({:.0f} s: 120 iterations at 128x128 and the '
+                   'evaluation).'.format(s['value'], 100 * s['ratio'], s['baseline']))
     if m and not m.get('error'):
         out.append('- Peak memory of a 640 batch-8 candidate training: {:.2f} GB (the trainer process; its reader '
                    'workers add up to {:.2f} GB more, counted generously).'.format(

@@ -149,7 +149,8 @@ class SafeControllerServer(ControllerServer):
             return 'ok'
         update = self._parse_update(message)
         if update is None:
-            logger.warning('controller: ignored a malformed message (%d bytes)', len(message))
+            if message:  # an empty connection is close() waking the server up
+                logger.warning('controller: ignored a malformed message (%d bytes)', len(message))
             return 'error'
         tokens, reward, _, client = update
         self._client[client] = time.time()
