@@ -79,3 +79,11 @@ def test_constraint_mistakes(tmp_path, constraint, words):
         load_search_config(path)
     for word in words:
         assert word in str(err.value)
+
+
+@pytest.mark.parametrize('key, value', [('architecture', 'YOLOv3'), ('metric', 'COCO')])
+def test_unsupported_architecture_or_metric(tmp_path, key, value):
+    path = _write(tmp_path, '{}: {}\nConstraint: {{ctype: flops}}\nTrainReader: {{inputs_def: {{image_shape: [3, 64, 64]}}}}\n'
+                  .format(key, value))
+    with pytest.raises(ConfigError, match=key):
+        load_search_config(path)

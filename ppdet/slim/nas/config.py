@@ -33,6 +33,9 @@ def load_search_config(path, overrides=None):
     cfg = load_config(path)
     merge_config(overrides or {})
     check_top_level_keys(cfg, SEARCH_KEYS)
+    for key, only in (('architecture', 'BlazeFace'), ('metric', 'WIDERFACE')):
+        if cfg.get(key, only) != only:
+            raise ConfigError('{}: {} is {!r}; this search supports {} only'.format(path, key, cfg[key], only))
     if int(cfg.get('search_steps', 300)) <= 0:
         raise ConfigError('{}: search_steps is {}; it must be a positive number of candidates'.format(
             path, cfg.get('search_steps')))
