@@ -11,7 +11,7 @@ import pytest
 from paddle import inference
 
 import tools.export_model as export_tool
-from ppdet.core.cli import run_cli
+from conftest import run_tool_main
 from ppdet.slim.nas.latency import candidate_model, load_table_setup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,13 +40,7 @@ def assets(tmp_path_factory):
 
 
 def _cli(argv, capsys):
-    try:
-        run_cli(lambda: export_tool.main(argv))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_tool_main(export_tool.main, argv, capsys)
 
 
 def _by_score(detections):

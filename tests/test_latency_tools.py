@@ -13,7 +13,7 @@ from paddleslim.nas.search_space.search_space_registry import SEARCHSPACE
 import tools.build_latency_table as build_tool
 import tools.price_arch as price_tool
 import tools.validate_latency_table as validate_tool
-from ppdet.core.cli import run_cli
+from conftest import run_tool_main
 from ppdet.slim.nas import latency
 from ppdet.slim.nas.config import load_search_config
 from ppdet.slim.nas.constraint import CandidatePricer, LatencyTable, latency_key
@@ -47,15 +47,7 @@ def _tiny_keys(config, kernels=(3,)):
     return set(space_convs(CandidatePricer(setup.cfg, with_kernels(setup.space, kernels))))
 
 
-def _cli(main, argv, capsys):
-    """Run a tool's main as its __main__ does; returns (exit code, stdout, stderr)."""
-    try:
-        run_cli(lambda: main(argv))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+_cli = run_tool_main
 
 
 def _entries(path):
