@@ -32,7 +32,7 @@ def plot_pareto(path, rows, metric, unit):
     import matplotlib.pyplot as plt
 
     rows = [r for r in rows if r.get(metric) not in (None, '') and r.get('ap') not in (None, '')]
-    scale, unit = (1e6, 'M' + unit) if metric == 'flops' else (1.0, unit)
+    scale, unit = (1e6, 'millions') if metric == 'flops' else (1.0, unit)
     points = [(float(r[metric]) / scale, float(r['ap'])) for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     if points:
@@ -44,11 +44,11 @@ def plot_pareto(path, rows, metric, unit):
         best = max(range(len(points)), key=lambda i: ys[i])
         ax.scatter([xs[best]], [ys[best]], marker='*', s=220, color='#c23b22', zorder=5,
                    label='best: AP {:.3f}\n{}'.format(ys[best], rows[best]['tokens']))
-    ax.set_xlabel('{} ({})'.format(metric, unit))
+    ax.set_xlabel('{} ({})'.format({'flops': 'FLOPs', 'latency_us': 'latency'}.get(metric, metric), unit))
     ax.set_ylabel('AP@0.5 (reward)')
     ax.set_title('BlazeFace-NAS search: reward against cost')
     ax.grid(alpha=0.3)
-    ax.legend(loc='lower right', fontsize=8)
+    ax.legend(loc='best', fontsize=8, framealpha=0.6)
     fig.tight_layout()
     tmp = path + '.tmp.png'
     fig.savefig(tmp)
