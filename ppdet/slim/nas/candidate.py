@@ -55,7 +55,6 @@ class CandidateTrainer:
         self.loss_scale = loss_scale
         self.seed = seed
         self.ranks = ranks or Ranks()
-        self.is_main_process = self.ranks.is_main
         self.max_iters = int(cfg.get('max_iters', 5000))
         self.log_iter = int(cfg.get('log_iter', 20))
         self.window = int(cfg.get('log_smooth_window', 20))
@@ -73,7 +72,7 @@ class CandidateTrainer:
         seconds = time.time() - start
         if not trained:
             return CandidateResult('failed', 0.0, seconds)
-        if not self.is_main_process:
+        if not self.ranks.is_main:
             return CandidateResult('trained', 0.0, seconds)
         os.makedirs(out_dir, exist_ok=True)
         weights = os.path.join(out_dir, 'model_final.pdparams')
@@ -105,7 +104,7 @@ class CandidateTrainer:
             now = time.time()
             step_times = (step_times + [now - tick])[-self.window:]
             tick = now
-            if self.is_main_process and (it % self.log_iter == 0 or it == self.max_iters - 1):
+            if self.ranks.is_main and (it % self.log_iter == 0 or it == self.max_iters - 1):
                 per_iter = float(np.mean(step_times))
                 logger.info('iter: %d, lr: %.6f, %s, time: %.3f, eta: %s', it, optimizer.get_lr(), stats.log(),
                             per_iter, eta_string((self.max_iters - it - 1) * per_iter))

@@ -222,6 +222,7 @@ class SafeControllerClient:
     def __init__(self, server_ip, server_port, key, client_name, wait_seconds=60):
         self.address = (server_ip, server_port)
         self.key, self.client_name, self.wait_seconds = key, client_name, wait_seconds
+        self._told_waiting = False
 
     def _request(self, message, wait=False):
         deadline = time.time() + (self.wait_seconds if wait else 0)
@@ -235,7 +236,7 @@ class SafeControllerClient:
                 if time.time() >= deadline:
                     raise ControllerGone('controller at {}:{} is not reachable ({})'.format(
                         *self.address, e.strerror or e)) from None
-                if not getattr(self, '_told_waiting', False):
+                if not self._told_waiting:
                     logger.info('controller at %s:%s is not up yet; retrying for %ds', *self.address,
                                 self.wait_seconds)
                     self._told_waiting = True
