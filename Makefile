@@ -13,7 +13,7 @@ $(STAMP): requirements.txt
 	@touch $(STAMP)
 
 DEMO_DATA := dataset/synthetic_wider_face
-DEMO_TABLE := dataset/demo_latency_cpu.txt
+DEMO_TABLE := dataset/latency_demo_96.txt
 
 demo: $(STAMP)
 	@test -f $(DEMO_DATA)/wider_face_split/wider_face_val_bbx_gt.txt || \

@@ -1,5 +1,6 @@
 """Building and validating latency tables with real Paddle Inference, on a tiny space at 32x32 (seconds, not
 minutes); the enumeration itself is checked on the real BlazeFace-NAS space."""
+import argparse
 import itertools
 import json
 import os
@@ -14,6 +15,7 @@ import tools.build_latency_table as build_tool
 import tools.price_arch as price_tool
 import tools.validate_latency_table as validate_tool
 from conftest import run_tool_main
+from ppdet.modeling.layers import ConvSpec
 from ppdet.slim.nas import latency
 from ppdet.slim.nas.config import load_search_config
 from ppdet.slim.nas.constraint import CandidatePricer, LatencyTable, latency_key
@@ -109,15 +111,15 @@ def test_an_interrupted_build_resumes_with_the_missing_keys_only(tmp_path, monke
     code, _, err = _cli(build_tool.main, ['-c', config, '--out', table] + FAST, capsys)
     assert code == 130 and 'rerun' in err
     first = _entries(table)
-    assert len(first) == 25  # the reference conv and a batch of 24
+    assert len(first) == latency.REFERENCES + 24  # the reference convs and a batch of 24
     with open(table, 'a') as f:
         f.write('conv,0,0,1,8,16')  # a kill in the middle of a line
     monkeypatch.setattr(latency, 'measure_convs', real)
     code, out, _ = _cli(build_tool.main, ['-c', config, '--out', table] + FAST, capsys)
     entries = _entries(table)
     keys = [line.split('\t')[0] for line in entries]
-    assert code == 0 and '25 already in' in out and 'measuring 8' in out
-    assert entries[:25] == first and len(keys) == len(set(keys)) == 33 and set(keys) == _tiny_keys(config)
+    assert code == 0 and '29 already in' in out and 'measuring 4' in out
+    assert entries[:29] == first and len(keys) == len(set(keys)) == 33 and set(keys) == _tiny_keys(config)
 
 
 def test_resuming_with_other_settings_is_refused(built, tmp_path, capsys):
@@ -209,3 +211,62 @@ def test_drift_of_the_machine_speed_is_scaled_out(tmp_path, monkeypatch):
     writer = latency.TableWriter(table, table_header('cpu', 1))
     assert sum(latency.measure_table(None, writer, convs)) == 33 and len(batches) == 2
     assert LatencyTable.load(table).entries == pytest.approx(true_us)
+
+
+def test_one_noisy_reference_does_not_shift_a_batch(tmp_path, monkeypatch):
+    """Each batch is scaled by the median over several references: one of them timed 3x slow by chance (a
+    preemption) must leave the batch's entries alone."""
+    config, table = _config(tmp_path / 'tiny.yml'), str(tmp_path / 'table.txt')
+    setup = load_table_setup(config, {})
+    convs = space_convs(CandidatePricer(setup.cfg, with_kernels(setup.space, (3,))))
+    true_us = {key: 10.0 * (i + 1) for i, key in enumerate(sorted(convs))}
+    references = latency.reference_convs(convs)
+    batches = []
+
+    def one_reference_preempted_in_the_second_batch(timer, placed_convs, workdir):
+        times = [true_us[latency_key(p)] for p in placed_convs]
+        if batches:
+            times[0] *= 3
+        batches.append(placed_convs)
+        return times
+
+    monkeypatch.setattr(latency, 'measure_convs', one_reference_preempted_in_the_second_batch)
+    writer = latency.TableWriter(table, table_header('cpu', 1))
+    assert sum(latency.measure_table(None, writer, convs)) == 33 and len(batches) == 2
+    assert len(references) == latency.REFERENCES and [latency_key(p) for p in batches[1][:5]] == references
+    assert LatencyTable.load(table).entries == pytest.approx(true_us)
+
+
+def test_batches_mix_channel_widths(tmp_path):
+    """Keys are measured by signature in a fixed shuffled order, not sorted by channels: a batch's timing error
+    must not land on every conv of one width (every candidate with that token value alike)."""
+    config = _config(tmp_path / 'tiny.yml')
+    setup = load_table_setup(config, {})
+    convs = space_convs(CandidatePricer(setup.cfg, with_kernels(setup.space, (3,))))
+    writer = latency.TableWriter(str(tmp_path / 'table.txt'), table_header('cpu', 1))
+    order = latency.missing_keys(convs, writer)
+    assert order == latency.missing_keys(convs, writer) and sorted(order) == sorted(convs)
+    signatures = [latency.conv_signature(convs[key]) for key in order]
+    runs = [s for i, s in enumerate(signatures) if i == 0 or s != signatures[i - 1]]
+    assert len(runs) == len(set(signatures))  # a signature's sizes stay together (one predictor)
+    first_inputs = [s[0] for s in signatures[:len(signatures) // 2]]
+    assert first_inputs != sorted(first_inputs)
+
+
+def test_cpu_kernels_are_part_of_the_table(built, tmp_path, capsys):
+    """Paddle's own CPU kernels by default, oneDNN on request; the header says which, so that validation times
+    the same kernels."""
+    config, table = built
+    prefix = latency.save_conv_program(ConvSpec('conv', 4, 8, 3), [1, 4, -1, -1], str(tmp_path / 'conv' / 'conv'))
+    assert not latency.predictor_config(prefix).onednn_enabled()
+    assert latency.predictor_config(prefix, onednn=True).onednn_enabled()
+    timing = argparse.Namespace(warmup=1, repeats=1, rounds=1)
+    assert validate_tool.table_timer(LatencyTable.load(table), timing).onednn is False
+    onednn = tmp_path / 'onednn.txt'
+    code, _, _ = _cli(build_tool.main, ['-c', config, '--out', str(onednn), '--onednn'] + FAST, capsys)
+    assert code == 0 and LatencyTable.load(str(onednn)).header == table_header('cpu', 1, onednn=True)
+    assert table_header('cpu', 1, onednn=True)[1].endswith('_1threads_onednn')
+    assert validate_tool.table_timer(LatencyTable.load(str(onednn)), timing).onednn is True
+    code, _, err = _cli(build_tool.main, ['-c', config, '--out', str(tmp_path / 'g.txt'), '--onednn', '--device',
+                                          'gpu'], capsys)
+    assert code == 2 and err.count('\n') == 1 and '--onednn' in err

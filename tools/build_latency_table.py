@@ -1,12 +1,16 @@
 """Build a latency table for this machine: every conv of the search space, timed with Paddle Inference.
 
     python tools/build_latency_table.py -c demo.yml --out latency_cpu_128.txt [--device cpu|gpu] [--threads N]
-        [--rounds N] [--repeats R] [--warmup W] [--kernels 3[,5]] [-o TrainReader.inputs_def.image_shape=[3,160,160]]
+        [--onednn] [--rounds N] [--repeats R] [--warmup W] [--kernels 3[,5]]
+        [-o TrainReader.inputs_def.image_shape=[3,160,160]]
 
 Convs are enumerated at the config's TrainReader.inputs_def.image_shape (what the search prices at). The table is
 PaddleSlim's format (header engine<TAB>device<TAB>us, then key<TAB>median microseconds) and plugs into
-Constraint.table_file. Convs are timed in batches against a reference conv that cancels the drift of the machine's
+Constraint.table_file. Convs are timed in batches against reference convs that cancel the drift of the machine's
 speed. Rerun the same command after an interruption: only the missing keys are measured.
+
+CPU tables default to one thread and Paddle's own kernels, the setting whose per-conv times add up to whole
+networks (docs/latency.md); --threads and --onednn measure other settings, recorded in the header.
 """
 import os
 import sys
@@ -45,10 +49,13 @@ def main(argv=None):
     parser = ArgsParser(description=__doc__)
     parser.add_argument('--out', required=True, help='table file to write (appended to when it exists)')
     parser.add_argument('--device', default='cpu', help='cpu or gpu')
-    parser.add_argument('--threads', type=int, default=os.cpu_count(), help='CPU math threads (pinned)')
+    parser.add_argument('--threads', type=int, default=1, help='CPU math threads (pinned; default 1, the '
+                        'single-core latency mobile work reports)')
+    parser.add_argument('--onednn', action='store_true', help="time with oneDNN's CPU kernels (Paddle Inference's "
+                        'x86 default) instead of Paddle\'s own; their per-conv times rank networks less well')
     add_timing_arguments(parser)
     args = parser.parse_args(argv)
-    timer = Timer(args.device, args.threads, args.warmup, args.repeats, args.rounds)
+    timer = Timer(args.device, args.threads, args.warmup, args.repeats, args.rounds, args.onednn)
     setup = load_table_setup(args.config, args.opt)
     convs = space_convs(CandidatePricer(setup.cfg, with_kernels(setup.space, parse_kernels(args.kernels))))
     writer = TableWriter(args.out, timer.header)

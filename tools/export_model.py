@@ -69,8 +69,9 @@ def load_image(path, cfg, height, width):
 
 
 def run_inference(prefix, image):
-    """Detections and counts of the saved model on a [1, 3, H, W] input, through Paddle Inference."""
-    predictor = create_predictor(prefix, 'cpu', os.cpu_count())
+    """Detections and counts of the saved model on a [1, 3, H, W] input, through Paddle Inference with its x86
+    defaults (oneDNN), as an application loading the export gets it."""
+    predictor = create_predictor(prefix, 'cpu', os.cpu_count(), onednn=True)
     predictor.get_input_handle(predictor.get_input_names()[0]).copy_from_cpu(image)
     predictor.run()
     return [predictor.get_output_handle(name).copy_to_cpu() for name in predictor.get_output_names()]

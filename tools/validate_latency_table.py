@@ -26,23 +26,23 @@ from ppdet.core.cli import ArgsParser, run_cli  # noqa: E402
 from ppdet.core.workspace import ConfigError  # noqa: E402
 from ppdet.slim.nas.constraint import CandidatePricer, LatencyTable, train_input_size  # noqa: E402
 from ppdet.slim.nas.latency import (DeployedBlazeFace, Timer, candidate_model, load_table_setup,  # noqa: E402
-                                    save_layer, table_header, with_kernels)
+                                    save_layer, with_kernels)
 from tools.build_latency_table import add_timing_arguments, parse_kernels  # noqa: E402
 
 
 def table_timer(table, args):
-    """A Timer on the device and thread count the table was built with: latencies measured under other
-    settings would say nothing about the table."""
+    """A Timer on the device, thread count and CPU kernels the table was built with: latencies measured under
+    other settings would say nothing about the table."""
     device = table.header[1]
-    cpu = re.fullmatch(r'cpu_.+_(\d+)threads', device)
+    cpu = re.fullmatch(r'cpu_.+_(\d+)threads(_onednn)?', device)
     if cpu:
-        timer = Timer('cpu', int(cpu.group(1)), args.warmup, args.repeats, args.rounds)
+        timer = Timer('cpu', int(cpu.group(1)), args.warmup, args.repeats, args.rounds, bool(cpu.group(2)))
     elif device.startswith('gpu_'):
         timer = Timer('gpu', 1, args.warmup, args.repeats, args.rounds)
     else:
         raise ConfigError('{}: device {!r} is not one tools/build_latency_table.py writes; only tables built on '
                           'this machine can be validated here'.format(table.path, device))
-    if table.header != table_header(timer.device, timer.threads):
+    if table.header != timer.header:
         raise ConfigError('{} was measured as {!r}; this machine and Paddle measure as {!r}, so it cannot be '
                           'validated here'.format(table.path, '\t'.join(table.header), '\t'.join(timer.header)))
     return timer

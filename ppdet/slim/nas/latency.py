@@ -9,6 +9,7 @@ import copy
 import itertools
 import os
 import platform
+import random
 import tempfile
 import time
 
@@ -22,12 +23,13 @@ from ppdet.slim.nas.config import load_search_config
 from ppdet.slim.nas.constraint import LatencyTable, conv_flops, latency_key
 
 __all__ = ['DEVICES', 'KERNELS', 'load_table_setup', 'candidate_model', 'DeployedBlazeFace', 'table_header',
-           'with_kernels', 'space_convs', 'missing_keys', 'measure_table', 'save_layer', 'create_predictor', 'Timer',
-           'TableWriter']
+           'with_kernels', 'space_convs', 'missing_keys', 'reference_convs', 'measure_table', 'save_layer',
+           'predictor_config', 'create_predictor', 'Timer', 'TableWriter']
 
 DEVICES = ('cpu', 'gpu')
 KERNELS = (3, 5)
 UNIT = 'us'
+REFERENCES = 5
 
 
 def load_table_setup(config, overrides):
@@ -62,18 +64,18 @@ class DeployedBlazeFace(paddle.nn.Layer):
         return locs, confs
 
 
-def table_header(device, threads):
+def table_header(device, threads, onednn=False):
     """(engine, device, unit), the three fields PaddleSlim reads from line 1: where the numbers hold.
 
-    The thread count is part of the device name because CPU latencies change with it; a table is only valid
-    for predictors run with the same count.
+    The thread count and the CPU kernel library are part of the device name, because CPU latencies change with
+    both; a table is only valid for predictors run with the same settings.
     """
     engine = 'paddle_inference_{}'.format(paddle.__version__)
     if device == 'gpu':
         name = paddle.device.cuda.get_device_name() if paddle.device.cuda.device_count() else 'unknown'
         where = 'gpu_{}'.format(name.replace(' ', '_'))
     else:
-        where = 'cpu_{}_{}threads'.format(platform.machine(), threads)
+        where = 'cpu_{}_{}threads{}'.format(platform.machine(), threads, '_onednn' if onednn else '')
     return engine, where, UNIT
 
 
@@ -145,31 +147,50 @@ def conv_signature(placed):
 
 
 def missing_keys(convs, writer):
-    """The keys of ``convs`` the table does not hold yet, in the order they are measured (a signature's sizes
-    together, so that a batch shares their predictor)."""
-    return [key for key in sorted(convs, key=lambda k: (conv_signature(convs[k]), k)) if key not in writer.entries]
+    """The keys of ``convs`` the table does not hold yet, in the order they are measured.
+
+    A signature's sizes stay together (a batch shares their predictor), but the signatures come in a fixed
+    shuffled order: what a batch's timing gets wrong then lands on unrelated convs, whose errors cancel in a
+    candidate's sum, instead of on every conv of one channel width (sorted order), which would shift every
+    candidate with that token value alike and reorder candidates.
+    """
+    signatures = sorted({conv_signature(placed) for placed in convs.values()})
+    random.Random(0).shuffle(signatures)
+    rank = {signature: i for i, signature in enumerate(signatures)}
+    return [key for key in sorted(convs, key=lambda k: (rank[conv_signature(convs[k])], k))
+            if key not in writer.entries]
+
+
+def reference_convs(convs, count=REFERENCES):
+    """``count`` keys spread over the FLOPs range (quantiles), timed in every batch to follow the machine's speed."""
+    ranked = sorted(convs, key=lambda key: (conv_flops(convs[key]), key))
+    picks = sorted({round((i + 0.5) * len(ranked) / count - 0.5) for i in range(min(count, len(ranked)))})
+    return [ranked[i] for i in picks]
 
 
 def measure_table(timer, writer, convs, batch_size=24):
     """Measure the convs missing from the table in batches, appending each batch; yields the count written.
 
     Other load on the machine (on 2 cores, any other process) slows everything measured meanwhile by a common
-    factor, and it changes over the minute a table takes. So every batch is timed together with one reference
-    conv (the one of median FLOPs, whose time is part fixed cost, part compute) and scaled by the reference's
-    first timing (its entry in the file, when a build resumes): convs measured at different moments compare.
+    factor, and it changes over the minute a table takes. So every batch is timed together with the same few
+    reference convs (spread over the FLOPs range) and scaled by the median of their ratios to their first
+    timings (their entries in the file, when a build resumes): convs measured at different moments compare. One
+    reference alone is not enough: its own timing noise would shift a whole batch of related convs together.
     """
-    reference = sorted(convs, key=lambda key: (conv_flops(convs[key]), key))[len(convs) // 2]
-    todo = [key for key in missing_keys(convs, writer) if key != reference]
+    references = reference_convs(convs)
+    todo = [key for key in missing_keys(convs, writer) if key not in references]
     with tempfile.TemporaryDirectory() as workdir:
-        for start in range(0, max(len(todo), reference not in writer.entries), batch_size):
+        for start in range(0, max(len(todo), any(r not in writer.entries for r in references)), batch_size):
             batch = todo[start:start + batch_size]
-            times = measure_convs(timer, [convs[key] for key in [reference] + batch], workdir)
-            written = reference not in writer.entries
-            if written:
-                writer.add(reference, times[0])
-            for key, us in zip(batch, times[1:]):
-                writer.add(key, us * writer.entries[reference] / times[0])
-            yield len(batch) + written
+            times = measure_convs(timer, [convs[key] for key in references + batch], workdir)
+            first = [r for r in references if r not in writer.entries]
+            for key, us in zip(references, times):
+                if key in first:
+                    writer.add(key, us)
+            scale = float(np.median([writer.entries[r] / us for r, us in zip(references, times)]))
+            for key, us in zip(batch, times[len(references):]):
+                writer.add(key, us * scale)
+            yield len(batch) + len(first)
 
 
 def save_conv_program(spec, input_shape, prefix):
@@ -208,34 +229,52 @@ def model_files(prefix):
         prefix, prefix, prefix, prefix))
 
 
-def create_predictor(prefix, device='cpu', threads=1):
-    """A Paddle Inference predictor with the deployment defaults (IR optimisation, oneDNN on x86 CPUs) and a
-    pinned thread count, so that latencies measured with it are reproducible."""
+def predictor_config(prefix, device='cpu', threads=1, onednn=False):
+    """Paddle Inference settings (IR optimisation on) with a pinned thread count, so that latencies measured
+    with them are reproducible.
+
+    On a CPU, Paddle's own kernels by default; ``onednn`` switches to oneDNN (Paddle Inference's x86 default).
+    A latency table adds up per-conv times, and oneDNN's are not additive: in a network its convs pass blocked
+    layouts to each other and fuse the residual adds, alone they reorder their input and output, so a conv
+    timed alone says little about its share of a network (docs/latency.md has the measurements).
+    """
     config = inference.Config(*model_files(prefix))
     if device == 'gpu':
         config.enable_use_gpu(256, 0)
     else:
         config.disable_gpu()
+        if onednn:
+            config.enable_onednn()
+        else:
+            config.disable_onednn()
         config.set_cpu_math_library_num_threads(threads)
     config.disable_glog_info()
-    return inference.create_predictor(config)
+    return config
+
+
+def create_predictor(prefix, device='cpu', threads=1, onednn=False):
+    return inference.create_predictor(predictor_config(prefix, device, threads, onednn))
 
 
 class Timer:
-    """Median latency (us) of ``predictor.run()`` after warm-up, on one device with a fixed thread count."""
+    """Median latency (us) of ``predictor.run()`` after warm-up, on one device with a fixed thread count (and on
+    a CPU, Paddle's kernels or oneDNN's)."""
 
-    def __init__(self, device='cpu', threads=1, warmup=10, repeats=10, rounds=1):
+    def __init__(self, device='cpu', threads=1, warmup=10, repeats=10, rounds=1, onednn=False):
         if device not in DEVICES:
             raise ConfigError('--device {!r}: choose cpu or gpu'.format(device))
+        if onednn and device != 'cpu':
+            raise ConfigError('--onednn chooses CPU kernels; drop it for --device {}'.format(device))
         if device == 'gpu' and not paddle.device.is_compiled_with_cuda():
             raise ConfigError('--device gpu: this Paddle is built without CUDA')
         if min(threads, repeats, rounds) < 1 or warmup < 0:
             raise ConfigError('--threads, --repeats and --rounds must be at least 1, --warmup at least 0')
         self.device, self.threads, self.warmup, self.repeats, self.rounds = device, threads, warmup, repeats, rounds
+        self.onednn = onednn
 
     @property
     def header(self):
-        return table_header(self.device, self.threads)
+        return table_header(self.device, self.threads, self.onednn)
 
     def measure(self, models):
         """Median microseconds of one run of each saved model, given as (prefix, input shape), on random input.
@@ -247,7 +286,7 @@ class Timer:
         predictors, runs = {}, []
         for prefix, shape in models:
             if prefix not in predictors:
-                predictors[prefix] = create_predictor(prefix, self.device, self.threads)
+                predictors[prefix] = create_predictor(prefix, self.device, self.threads, self.onednn)
             runs.append(_Run(predictors[prefix], shape, self.device == 'gpu'))
             runs[-1].feed()
             for _ in range(self.warmup):
