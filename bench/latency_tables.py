@@ -17,8 +17,10 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-WORK = os.environ.get('BENCH_WORK', '/tmp/blazeface_bench')
+sys.path.insert(0, HERE)
+
+from common import REPO, WORK  # noqa: E402
+
 SETTINGS = {'native1': ['--threads', '1'], 'onednn1': ['--threads', '1', '--onednn'],
             'native2': ['--threads', '2'], 'onednn2': ['--threads', '2', '--onednn']}
 
