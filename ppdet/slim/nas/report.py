@@ -1,10 +1,19 @@
-"""What a search leaves for people: the best structure as pasteable YAML and an AP-vs-cost Pareto plot."""
+"""What a search leaves for people: the best structure as pasteable YAML and an AP-vs-cost Pareto plot.
+
+Two structure files: ``best_structure.yml``, the original's ``BlazeNet:`` block (for PaddleDetection 0.x and for
+this tool), and ``best_paddledet.yml``, an override of today's PaddleDetection (2.x / develop) BlazeFace config.
+"""
 import os
 
+from ppdet.modeling.backbones.blazenet import blazenet_plan
 from ppdet.slim.nas.files import atomic_write
 from search_space.blazefacespace_nas import structure_block
 
-__all__ = ['write_best_structure', 'pareto_front', 'plot_pareto']
+__all__ = ['write_best_structure', 'paddledet_override', 'write_paddledet_override', 'pareto_front',
+           'plot_pareto', 'PADDLEDET_BASE']
+
+# The PaddleDetection 2.x / develop config the override extends (configs/face_detection/).
+PADDLEDET_BASE = 'blazeface_1000e.yml'
 
 
 def write_best_structure(path, tokens, blazenet_args, ap):
@@ -12,6 +21,65 @@ def write_best_structure(path, tokens, blazenet_args, ap):
     lines = structure_block(blazenet_args).splitlines()[1:-1]
     header = '# best tokens {} (AP {:.4f}); paste the BlazeNet block into a training config\n'.format(tokens, ap)
     atomic_write(path, header + '\n'.join(lines) + '\n')
+
+
+def paddledet_feature_channels(plan):
+    """The channels PaddleDetection 2.x's BlazeNet hands its neck: it returns ``[outs[-4], outs[-1]]``."""
+    return [plan.blocks[-4].out_channels, plan.blocks[-1].out_channels]
+
+
+def paddledet_override(tokens, blazenet_args, ap, input_size):
+    """The text of ``best_paddledet.yml``, or None when 2.x cannot build the structure (it has no lite edition).
+
+    2.x's ``BlazeNeck`` has no ``from_config``, so its ``in_channel`` (and ``FaceHead.in_channels`` after it) must
+    be written out; the comment block says where 2.x's network differs from the searched one.
+    """
+    if blazenet_args.get('lite_edition'):
+        return None
+    plan = blazenet_plan(**blazenet_args)
+    channels = paddledet_feature_channels(plan)
+    use_5x5 = bool(blazenet_args.get('use_5x5kernel', True))
+    notes = [
+        '# BlazeFace-NAS best structure (tokens {}, AP {:.4f}, searched at {}x{}) for PaddleDetection 2.x /'.format(
+            list(tokens), ap, *input_size),
+        '# develop. Save it in PaddleDetection as configs/face_detection/blazeface_nas_best.yml and train it:',
+        '#   python tools/train.py -c configs/face_detection/blazeface_nas_best.yml',
+        '# (best_structure.yml beside this file is the same structure for PaddleDetection 0.x: slim/nas, v0.5.)',
+        '# How PaddleDetection 2.x builds it, compared with the network this search trained:',
+        '# - it takes the stride-8 feature map after double_blaze_filters[0]; the search took it after',
+        '#   double_blaze_filters[1] (same channels and stride, one block less before the stride-8 head);',
+    ]
+    if use_5x5 and blazenet_args.get('dense_double_5x5', True):
+        notes.append('# - its second 5x5 conv of a double block is depthwise; the search (like the original) used a '
+                     'dense one,')
+        notes.append('#   so the 2.x model is smaller and faster than the searched FLOPs and latency say;')
+    notes += [
+        '# - it trains at 640x640 with its own reader and schedule ({}).'.format(PADDLEDET_BASE),
+        '# act: relu keeps the ReLU after the first 1x1 conv of double blocks, as the original had it.',
+    ]
+    body = [
+        "_BASE_: ['{}']".format(PADDLEDET_BASE),
+        'BlazeNet:',
+        '  blaze_filters: {}'.format(blazenet_args['blaze_filters']),
+        '  double_blaze_filters: {}'.format(blazenet_args['double_blaze_filters']),
+        '  use_5x5kernel: {}'.format(str(use_5x5).lower()),
+        '  act: relu',
+        'BlazeNeck:',
+        '  neck_type: None',
+        '  in_channel: {}'.format(channels),
+        'FaceHead:',
+        '  in_channels: {}'.format(channels),
+    ]
+    return '\n'.join(notes + body) + '\n'
+
+
+def write_paddledet_override(path, tokens, blazenet_args, ap, input_size):
+    """Write ``best_paddledet.yml``; returns False (and writes nothing) when 2.x cannot build the structure."""
+    text = paddledet_override(tokens, blazenet_args, ap, input_size)
+    if text is None:
+        return False
+    atomic_write(path, text)
+    return True
 
 
 def pareto_front(points):
