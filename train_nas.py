@@ -4,13 +4,11 @@ Loads the config, registers the search space with PaddleSlim's controller and ru
 does lives in ``ppdet/slim/nas`` (config -> search space -> controller -> candidate -> reward -> report).
 """
 import logging
-import warnings
 
 from ppdet.core.cli import ArgsParser, run_cli
 from ppdet.slim.nas.config import load_search_config
 from ppdet.slim.nas.search import NasSearch, SearchError
-
-FORMAT = '%(asctime)s-%(levelname)s: %(message)s'
+from ppdet.utils.logs import setup_logging
 
 
 def parse_args(argv=None):
@@ -26,9 +24,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    logging.basicConfig(level=logging.INFO, format=FORMAT)
-    logging.captureWarnings(True)
-    warnings.filterwarnings('ignore', module='paddle.utils.cpp_extension')
+    setup_logging()
     args = parse_args(argv)
     setup = load_search_config(args.config, args.opt)
     try:

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO
 from ppdet.core.workspace import ConfigError, load_config
-from ppdet.data.reader import create_reader
+from ppdet.data.reader import check_reader, create_reader
 from ppdet.data.source.widerface import DatasetError
 
 # slim/nas/blazeface.yml's reader sections, at 64 px so that the tests stay fast
@@ -106,6 +106,7 @@ def test_worker_processes_give_the_same_batches(tmp_path, wider, caplog):
     """The section's worker_num 8 with use_process is capped to the CPUs and runs real DataLoader workers."""
     section = config(tmp_path, wider)['TrainReader']
     with caplog.at_level(logging.INFO, logger='ppdet.data.reader'):
+        check_reader(section, 'train')
         reader = create_reader(section, 'train', max_iters=4, seed=1)
         parallel = list(reader)
     cpus = len(os.sched_getaffinity(0))

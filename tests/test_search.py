@@ -82,6 +82,27 @@ def test_structure_block_and_outputs(finished):
     assert 'search step 3/3 | tokens' in out.stderr
 
 
+def test_paddledet_structure_is_written_and_named(finished):
+    _, save_dir, out = finished
+    path = os.path.join(save_dir, 'best_paddledet.yml')
+    assert 'for PaddleDetection 2.x: {}'.format(path) in out.stdout
+    with open(path) as f:
+        override = yaml.safe_load(f)
+    with open(os.path.join(save_dir, 'best_structure.yml')) as f:
+        searched = yaml.safe_load(f)['BlazeNet']
+    assert override['BlazeNet']['double_blaze_filters'] == searched['double_blaze_filters']
+    channels = [searched['double_blaze_filters'][0][2], searched['double_blaze_filters'][3][2]]
+    assert override['BlazeNeck']['in_channel'] == override['FaceHead']['in_channels'] == channels
+
+
+@pytest.mark.parametrize('noise', ['No ccache found', 'Setuptools is replacing distutils', 'pir_interpreter',
+                                   'If regularizer of a Parameter', 'UserWarning'])
+def test_no_library_noise_in_the_log(finished, noise):
+    _, _, out = finished
+    assert noise not in out.stderr and noise not in out.stdout
+    assert not any(line[:1] == 'I' and line[1:5].isdigit() for line in out.stderr.splitlines())  # glog INFO
+
+
 def test_resume_appends_rows(finished):
     config, save_dir, _ = finished
     before = _history(save_dir)

@@ -39,9 +39,10 @@ def parse_overrides(pairs):
 
 
 def run_cli(main):
-    """Run ``main()``; a ConfigError (a user mistake) becomes one line on stderr and exit code 2."""
+    """Run ``main()``; a ConfigError (a user mistake) becomes one line on stderr per problem and exit code 2."""
     try:
         return main()
     except ConfigError as e:
-        print('error: {}'.format(e), file=sys.stderr)
+        for line in str(e).splitlines():
+            print('error: {}'.format(line), file=sys.stderr)
         sys.exit(2)

@@ -29,7 +29,7 @@ from ppdet.core.workspace import ConfigError, build, check_arguments
 from .source.widerface import DatasetError
 from .transform.operators import DecodeImage, NormalizeBox, Permute, SampleError
 
-__all__ = ['create_reader', 'ReaderConfig', 'BatchReader']
+__all__ = ['create_reader', 'check_reader', 'ReaderConfig', 'BatchReader']
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +110,6 @@ def _parse_config(reader_cfg, mode):
         _fail(section, 'batch_size', 'should be a positive integer, got {!r}'.format(cfg.batch_size))
     _check_transforms(cfg, mode, section)
     _check_inputs_def(cfg, mode, section)
-    if 'memsize' in reader_cfg:
-        logger.info('%s.memsize is ignored: paddle.io.DataLoader sizes its shared memory itself', section)
     return cfg
 
 
@@ -371,6 +369,20 @@ class BatchReader:
         if shape and all(isinstance(d, int) and d > 0 for d in shape) and list(images.shape[1:]) != list(shape):
             raise ConfigError('{}: images come out {} but inputs_def.image_shape is {}; make the resize target '
                               'match it'.format(self.section, list(images.shape[1:]), list(shape)))
+
+
+def check_reader(reader_cfg, mode):
+    """A reader section checked as ``create_reader`` would, plus its dataset's files, without reading any data.
+
+    Raises ConfigError, or the dataset's DatasetError (which names the dataset key at fault).
+    """
+    cfg = _parse_config(reader_cfg, mode)
+    check_layout = getattr(cfg.dataset, 'check_layout', None)
+    if check_layout is not None:
+        check_layout()
+    if 'memsize' in reader_cfg:  # said once, here, rather than for every candidate's reader
+        logger.info('%s.memsize is ignored: paddle.io.DataLoader sizes its shared memory itself', SECTIONS[mode])
+    return cfg
 
 
 def create_reader(reader_cfg, mode, max_iters=None, seed=0, worker_num=None):

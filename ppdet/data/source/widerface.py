@@ -24,7 +24,15 @@ LAYOUT = ('expected layout: <dataset_dir>/wider_face_split/wider_face_{train,val
 
 
 class DatasetError(ConfigError):
-    """The dataset cannot be used at all (missing directory, empty annotation file); printed as one line."""
+    """The dataset cannot be used at all (missing directory, empty annotation file); printed as one line.
+
+    ``key`` names the dataset argument at fault (dataset_dir, anno_path, image_dir) and ``path`` the path that is
+    missing, for messages that name the key.
+    """
+
+    def __init__(self, message, key=None, path=None):
+        super().__init__(message)
+        self.key, self.path = key, path
 
 
 def widerface_label(with_background=True):
@@ -153,15 +161,24 @@ class WIDERFaceDataSet:
         self.skipped = {}
         self.cname2cid = widerface_label(with_background)
 
-    def _paths(self):
+    def _annotation_file(self):
         if not self.anno_path:
-            raise DatasetError('WIDERFaceDataSet.anno_path is not set; ' + LAYOUT)
+            raise DatasetError('WIDERFaceDataSet.anno_path is not set; ' + LAYOUT, 'anno_path')
         if self.dataset_dir and not os.path.isdir(self.dataset_dir):
-            raise DatasetError('dataset directory {} not found; {}'.format(self.dataset_dir, LAYOUT))
+            raise DatasetError('dataset directory {} not found; {}'.format(self.dataset_dir, LAYOUT), 'dataset_dir',
+                               self.dataset_dir)
         anno = os.path.join(self.dataset_dir, self.anno_path)
         if not os.path.isfile(anno):
-            raise DatasetError('annotation file {} not found; {}'.format(anno, LAYOUT))
-        return anno, os.path.join(self.dataset_dir, self.image_dir)
+            raise DatasetError('annotation file {} not found; {}'.format(anno, LAYOUT), 'anno_path', anno)
+        return anno
+
+    def check_layout(self):
+        """What a search verifies before it starts anything: the annotation file and the image directory exist
+        (neither is read); the first missing one raises DatasetError naming its key."""
+        self._annotation_file()
+        image_dir = os.path.join(self.dataset_dir, self.image_dir)
+        if not os.path.isdir(image_dir):
+            raise DatasetError('image directory {} not found; {}'.format(image_dir, LAYOUT), 'image_dir', image_dir)
 
     def _read_lines(self, anno):
         with open(anno, encoding='utf-8', errors='replace') as f:
@@ -178,7 +195,7 @@ class WIDERFaceDataSet:
                 'gt_bbox': boxes, 'gt_class': np.full((len(boxes), 1), label, np.int32)}
 
     def load_roidb_and_cname2cid(self):
-        anno, image_dir = self._paths()
+        anno, image_dir = self._annotation_file(), os.path.join(self.dataset_dir, self.image_dir)
         parser = _Parser(anno, self._read_lines(anno))
         records = []
         for parsed in parser.records():

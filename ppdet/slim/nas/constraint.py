@@ -8,6 +8,7 @@ The arithmetic is PaddleSlim's, so numbers agree with the original search:
   runs on Paddle 3 and asserted on a missing key; here a missing key makes the candidate "unpriced".
 Pricing reads the same description the model is built from (``ppdet.modeling.layers``) and runs no Paddle.
 """
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -21,6 +22,7 @@ __all__ = ['Constraint', 'LatencyTable', 'Price', 'CandidatePricer', 'latency_ke
            'train_input_size']
 
 CTYPES = ('flops', 'latency')
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,9 +55,9 @@ class LatencyTable:
     @classmethod
     def load(cls, path):
         if not os.path.isfile(path):
-            raise ConfigError('latency table {} not found; set Constraint.table_file to an existing table '
-                              '(latency_855.txt comes from PaddleDetection slim/nas, or build one with '
-                              'tools/build_latency_table.py)'.format(path))
+            raise ConfigError('Constraint.table_file: latency table {} not found; point it at an existing table '
+                              '(latency_855.txt ships at the top level of this repo) or build one for your '
+                              'device with tools/build_latency_table.py'.format(path))
         with open(path) as f:
             lines = f.read().splitlines()
         header = lines[0].split('\t') if lines else []
@@ -130,6 +132,22 @@ def resolve_table_path(path, config_file):
     return beside if os.path.exists(beside) else path
 
 
+def load_constraint_table(constraint, config_file):
+    """The constraint's latency table, or None.
+
+    A FLOPs search never needs one (the original never read ``table_file`` then): a missing table is ignored with
+    one warning, and an existing one still fills the history's latency column. A latency search needs it.
+    """
+    if not constraint.table_file:
+        return None
+    path = resolve_table_path(constraint.table_file, config_file)
+    if constraint.ctype == 'flops' and not os.path.isfile(path):
+        logger.warning('Constraint.table_file %s not found; ignored, since Constraint.ctype is flops (the history '
+                       'will have no latency values)', path)
+        return None
+    return LatencyTable.load(path)
+
+
 class CandidatePricer:
     """Prices token vectors of a search space under a config (its BlazeNet/BlazeFace sections and input size)."""
 
@@ -142,8 +160,8 @@ class CandidatePricer:
         keep = ('num_classes', 'min_sizes', 'use_density_prior_box', 'densities')
         self.head_kwargs = {k: v for k, v in head.items() if k in keep}
         self.head_kwargs.setdefault('num_classes', cfg.get('num_classes', 2))
-        if table is None and constraint is not None and constraint.table_file:
-            table = LatencyTable.load(resolve_table_path(constraint.table_file, cfg.get('filename')))
+        if table is None and constraint is not None:
+            table = load_constraint_table(constraint, cfg.get('filename'))
         self.table = table
 
     def blazenet_kwargs(self, tokens):

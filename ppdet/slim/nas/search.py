@@ -19,8 +19,10 @@ import numpy as np
 from ppdet.slim.nas.candidate import CandidateTrainer, select_device
 from ppdet.slim.nas.controller import ControllerGone, SearchController
 from ppdet.slim.nas.distributed import Ranks
+from ppdet.slim.nas.constraint import train_input_size
 from ppdet.slim.nas.files import History
-from ppdet.slim.nas.report import plot_pareto, write_best_structure
+from ppdet.slim.nas.preflight import check_search_inputs
+from ppdet.slim.nas.report import plot_pareto, write_best_structure, write_paddledet_override
 from ppdet.utils.stats import eta_string
 from search_space.blazefacespace_nas import structure_block
 
@@ -44,6 +46,7 @@ def history_path(save_dir, is_server):
 
 class NasSearch:
     def __init__(self, setup, resume_dir=None, fp16=False, loss_scale=8.0, ranks=None):
+        check_search_inputs(setup)  # before the controller listens or anything is built
         cfg = setup.cfg
         self.setup, self.cfg = setup, cfg
         self.ranks = ranks or Ranks.from_env()
@@ -181,6 +184,9 @@ class NasSearch:
             args = self.setup.space.blazenet_args(tokens)
             outputs['best structure'] = os.path.join(self.save_dir, 'best_structure.yml')
             write_best_structure(outputs['best structure'], tokens, args, reward)
+            paddledet = os.path.join(self.save_dir, 'best_paddledet.yml')
+            if write_paddledet_override(paddledet, tokens, args, reward, train_input_size(self.cfg)):
+                outputs['for PaddleDetection 2.x'] = paddledet
             outputs['pareto plot'] = os.path.join(self.save_dir, 'search_pareto.png')
             plot_pareto(outputs['pareto plot'], self.all_rewarded_rows(), self.metric, UNITS[self.metric])
             if self.is_server:

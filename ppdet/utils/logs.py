@@ -1,0 +1,50 @@
+"""Library noise kept out of the user's terminal, and the one log format of the driver and the tools.
+
+On every run Paddle prints glog INFO lines from its C++ core (``I1201 ... pir_interpreter``), a ccache notice from
+its extension builder, setuptools' "replacing distutils" notice and, in every training process, a batch-norm notice
+about its running statistics; and every optimizer built over the head's biases (which carry their own regularizer
+by design, as the original's did) logs an INFO notice. None of it is
+for users; Paddle's and glog's warnings and errors still get through. glog reads its level when paddle is
+imported, so ``quiet_libraries`` runs from ``ppdet/__init__.py``, before anything imports paddle.
+"""
+import logging
+import os
+import warnings
+
+__all__ = ['quiet_libraries', 'setup_logging', 'LOG_FORMAT']
+
+LOG_FORMAT = '%(asctime)s-%(levelname)s: %(message)s'
+NOISY_WARNINGS = ('No ccache found', 'Setuptools is replacing distutils',
+                  'When training, we now always track global mean and variance')
+NOISY_RECORDS = ('If regularizer of a Parameter has been set',)
+
+
+def quiet_libraries():
+    """glog at WARNING and above (a user's own GLOG_minloglevel wins), and the two import notices ignored."""
+    os.environ.setdefault('GLOG_minloglevel', '1')
+    for text in NOISY_WARNINGS:
+        warnings.filterwarnings('ignore', message=text)
+
+
+class _DropLibraryNotices(logging.Filter):
+    """Paddle's optimizer logs its regularizer notice on the root logger at INFO, once per candidate."""
+
+    def filter(self, record):
+        return not record.getMessage().startswith(NOISY_RECORDS)
+
+
+def setup_logging(level=logging.INFO):
+    """What an entry point calls first: one format, warnings logged, library notices dropped.
+
+    ``force``: importing paddle already gave the root logger a handler of its own, which would keep ours out.
+    """
+    logging.basicConfig(level=level, format=LOG_FORMAT, force=True)
+    logging.captureWarnings(True)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DropLibraryNotices())
+    logging.getLogger('matplotlib').setLevel(logging.WARNING)  # its font cache INFO line on a first run
+    # PaddleSlim's loggers have their own handlers and levels: its controller's INFO line per reward repeats the
+    # search's own line per candidate, so only its warnings are kept
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith('paddleslim') and isinstance(logger, logging.Logger):
+            logger.setLevel(logging.WARNING)
