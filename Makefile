@@ -12,6 +12,16 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	@touch $(STAMP)
 
+# PaddleDetection 2.x's own code for tests/test_paddledet_interop.py, in a folder of its own: its package is
+# also called ppdet, so it must never be importable in this project's own process.
+PADDLEDET := $(VENV)/paddledet
+PADDLEDET_STAMP := $(PADDLEDET)/.installed
+
+$(PADDLEDET_STAMP): requirements-paddledet.txt $(STAMP)
+	rm -rf $(PADDLEDET)
+	$(PY) -m pip install --quiet --no-deps --target $(PADDLEDET) -r requirements-paddledet.txt
+	@touch $(PADDLEDET_STAMP)
+
 DEMO_DATA := dataset/synthetic_wider_face
 DEMO_TABLE := dataset/latency_demo_96.txt
 
@@ -21,7 +31,7 @@ demo: $(STAMP)
 	$(PY) tools/build_latency_table.py -c demo.yml --out $(DEMO_TABLE)
 	$(PY) -u train_nas.py -c demo.yml
 
-test: $(STAMP)
+test: $(STAMP) $(PADDLEDET_STAMP)
 	$(PY) -m pytest -q tests
 
 clean:

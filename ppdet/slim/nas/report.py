@@ -39,11 +39,12 @@ def paddledet_override(tokens, blazenet_args, ap, input_size):
     plan = blazenet_plan(**blazenet_args)
     channels = paddledet_feature_channels(plan)
     use_5x5 = bool(blazenet_args.get('use_5x5kernel', True))
+    name = 'blazeface_nas_best'  # the file name below: 2.x saves checkpoints in output/<file name>/
     notes = [
         '# BlazeFace-NAS best structure (tokens {}, AP {:.4f}, searched at {}x{}) for PaddleDetection 2.x /'.format(
             list(tokens), ap, *input_size),
-        '# develop. Save it in PaddleDetection as configs/face_detection/blazeface_nas_best.yml and train it:',
-        '#   python tools/train.py -c configs/face_detection/blazeface_nas_best.yml',
+        '# develop. Save it in PaddleDetection as configs/face_detection/{}.yml and train it:'.format(name),
+        '#   python tools/train.py -c configs/face_detection/{}.yml'.format(name),
         '# (best_structure.yml beside this file is the same structure for PaddleDetection 0.x: slim/nas, v0.5.)',
         '# How PaddleDetection 2.x builds it, compared with the network this search trained:',
         '# - it takes the stride-8 feature map after double_blaze_filters[0]; the search took it after',
@@ -56,9 +57,12 @@ def paddledet_override(tokens, blazenet_args, ap, input_size):
     notes += [
         '# - it trains at 640x640 with its own reader and schedule ({}).'.format(PADDLEDET_BASE),
         '# act: relu keeps the ReLU after the first 1x1 conv of double blocks, as the original had it.',
+        '# weights: what tools/eval.py, infer.py and export_model.py load (the base names its own checkpoint).',
+        '# FaceHead.in_channels is for reading: 2.x builds the head from BlazeNeck.in_channel (its out_shape).',
     ]
     body = [
         "_BASE_: ['{}']".format(PADDLEDET_BASE),
+        'weights: output/{}/model_final'.format(name),
         'BlazeNet:',
         '  blaze_filters: {}'.format(blazenet_args['blaze_filters']),
         '  double_blaze_filters: {}'.format(blazenet_args['double_blaze_filters']),
