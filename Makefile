@@ -23,7 +23,7 @@ $(PADDLEDET_STAMP): requirements-paddledet.txt $(STAMP)
 	@touch $(PADDLEDET_STAMP)
 
 DEMO_DATA := dataset/synthetic_wider_face
-DEMO_TABLE := dataset/latency_demo_96.txt
+DEMO_TABLE := dataset/latency_demo_96_network.txt
 
 demo: $(STAMP)
 	@test -f $(DEMO_DATA)/wider_face_split/wider_face_val_bbx_gt.txt || \

@@ -15,11 +15,11 @@ import tools.build_latency_table as build_tool
 import tools.price_arch as price_tool
 import tools.validate_latency_table as validate_tool
 from conftest import run_tool_main
-from ppdet.modeling.layers import ConvSpec
+from ppdet.modeling.layers import ConvSpec, PlacedConv
 from ppdet.slim.nas import latency
 from ppdet.slim.nas.config import load_search_config
-from ppdet.slim.nas.constraint import CandidatePricer, LatencyTable, latency_key
-from ppdet.slim.nas.latency import load_table_setup, space_convs, table_header, with_kernels
+from ppdet.slim.nas.constraint import RUN_OVERHEAD_KEY, CandidatePricer, LatencyTable, unit_key
+from ppdet.slim.nas.latency import load_table_setup, space_units, table_header, with_kernels
 from search_space import BlazeFaceNasSpace3x3
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +28,7 @@ FAST = ['--threads', '1', '--warmup', '1', '--repeats', '3', '--rounds', '1']
 
 @SEARCHSPACE.register
 class TinyLatencySpace(BlazeFaceNasSpace3x3):
-    """Eight candidates and 33 distinct convs: a complete table in a few seconds."""
+    """Eight candidates, 33 distinct convs and 65 runtime units: a complete table in a few seconds."""
     blaze_filter_num1 = [4, 8]
     blaze_filter_num2 = [8]
     mid_filter_num = [8]
@@ -44,9 +44,16 @@ def _config(path, table='not_built_yet.txt'):
     return str(path)
 
 
-def _tiny_keys(config, kernels=(3,)):
+TINY_UNITS = 65
+
+
+def _tiny_units(config, kernels=(3,)):
     setup = load_table_setup(config, {})
-    return set(space_convs(CandidatePricer(setup.cfg, with_kernels(setup.space, kernels))))
+    return space_units(CandidatePricer(setup.cfg, with_kernels(setup.space, kernels)))
+
+
+def _tiny_keys(config, kernels=(3,)):
+    return set(_tiny_units(config, kernels))
 
 
 _cli = run_tool_main
@@ -67,15 +74,17 @@ def built(tmp_path_factory):
     return config, table
 
 
-def test_table_has_every_conv_once_in_paddleslim_format(built):
+def test_table_has_every_unit_once_in_paddleslim_format(built):
     config, table = built
     with open(table) as f:
         header = f.readline().rstrip('\n').split('\t')
-    assert header == list(table_header('cpu', 1)) and header[2] == 'us'
-    entries = _entries(table)
-    keys = [line.split('\t')[0] for line in entries]
-    assert len(keys) == len(set(keys)) and set(keys) == _tiny_keys(config) and len(keys) == 33
-    assert all(float(line.split('\t')[1]) > 0 for line in entries)
+    assert header == list(table_header('cpu', 1)) and header[2] == 'us' and header[1].endswith('_network')
+    entries = dict(line.split('\t') for line in _entries(table))
+    assert len(entries) == len(_entries(table)) and set(entries) == _tiny_keys(config) | {RUN_OVERHEAD_KEY}
+    assert len(entries) == TINY_UNITS + 1 and sum(k.startswith('conv,') for k in entries) == 33
+    # net of a run's fixed cost, a conv on a 2x2 map may cost nothing measurable: never less
+    assert all(float(v) >= 0 for v in entries.values()) and float(entries[RUN_OVERHEAD_KEY]) > 0
+    assert sum(float(v) > 0 for k, v in entries.items() if k.startswith('conv,')) > 33 // 2
 
 
 def test_price_arch_prices_every_candidate_with_the_built_table(built, tmp_path, monkeypatch, capsys):
@@ -91,14 +100,14 @@ def test_price_arch_prices_every_candidate_with_the_built_table(built, tmp_path,
     pricer = load_search_config(config).pricer
     assert len(rows) == 8
     for row in rows:
-        expected = sum(entries[latency_key(p)] for p in pricer.describe(row['tokens']))
+        expected = sum(entries[unit_key(u)] for u in pricer.describe_units(row['tokens']))
         assert row['unpriced'] == [] and row['within_constraint'] is True
-        assert row['latency_us'] == pytest.approx(expected)
+        assert row['latency_us'] == pytest.approx(expected + entries[RUN_OVERHEAD_KEY])
 
 
 def test_an_interrupted_build_resumes_with_the_missing_keys_only(tmp_path, monkeypatch, capsys):
     config, table = _config(tmp_path / 'tiny.yml'), str(tmp_path / 'table.txt')
-    real = latency.measure_convs
+    real = latency.measure_units
     batches = []
 
     def interrupt_second_batch(*args):
@@ -107,19 +116,19 @@ def test_an_interrupted_build_resumes_with_the_missing_keys_only(tmp_path, monke
         batches.append(args)
         return real(*args)
 
-    monkeypatch.setattr(latency, 'measure_convs', interrupt_second_batch)
+    monkeypatch.setattr(latency, 'measure_units', interrupt_second_batch)
     code, _, err = _cli(build_tool.main, ['-c', config, '--out', table] + FAST, capsys)
     assert code == 130 and 'rerun' in err
-    first = _entries(table)
+    first = [line.split('\t')[0] for line in _entries(table)]
     assert len(first) == latency.REFERENCES + 24  # the reference convs and a batch of 24
     with open(table, 'a') as f:
         f.write('conv,0,0,1,8,16')  # a kill in the middle of a line
-    monkeypatch.setattr(latency, 'measure_convs', real)
+    monkeypatch.setattr(latency, 'measure_units', real)
     code, out, _ = _cli(build_tool.main, ['-c', config, '--out', table] + FAST, capsys)
-    entries = _entries(table)
-    keys = [line.split('\t')[0] for line in entries]
-    assert code == 0 and '29 already in' in out and 'measuring 4' in out
-    assert entries[:29] == first and len(keys) == len(set(keys)) == 33 and set(keys) == _tiny_keys(config)
+    keys = [line.split('\t')[0] for line in _entries(table)]
+    assert code == 0 and '29 already in' in out and 'measuring {}'.format(TINY_UNITS - 29) in out
+    assert keys[:29] == first and len(keys) == len(set(keys)) == TINY_UNITS + 1
+    assert set(keys) == _tiny_keys(config) | {RUN_OVERHEAD_KEY} and 'calibrated on 8 networks' in out
 
 
 def test_resuming_with_other_settings_is_refused(built, tmp_path, capsys):
@@ -148,12 +157,12 @@ def test_enumeration_meets_every_conv_of_the_real_space(tmp_path):
     path.write_text('Constraint: {ctype: flops}\nTrainReader: {inputs_def: {image_shape: [3, 64, 64]}}\n')
     setup = load_table_setup(str(path), {})
     pricer = CandidatePricer(setup.cfg, with_kernels(setup.space, (3, 5)))
-    keys = set(space_convs(pricer))
+    keys = set(space_units(pricer))
     ranges = pricer.space.range_table()
     rng = random.Random(1)
     samples = [[rng.randrange(r) for r in ranges] for _ in range(300)]
     samples += [list(c) for c in itertools.product(*[(0, r - 1) for r in ranges])]
-    used = {latency_key(p) for tokens in samples for p in pricer.describe(tokens)}
+    used = {unit_key(u) for tokens in samples for u in pricer.describe_units(tokens)}
     assert used <= keys
     assert len(keys - used) < len(keys)  # the sample is not trivially small
 
@@ -167,8 +176,11 @@ def test_validation_reports_every_candidate(built, tmp_path, capsys):
     rows = [json.loads(line) for line in lines[:3]]
     last = json.loads(lines[-1])
     pricer = load_search_config(_config(tmp_path / 's.yml', table)).pricer
-    assert code == 0 and set(last) == {'samples', 'spearman', 'median_ratio'} and last['samples'] == 3
-    assert -1 <= last['spearman'] <= 1 and last['median_ratio'] > 0
+    assert code == 0 and set(last) == {'samples', 'spearman', 'median_ratio', 'within_10pct', 'worst_ratio'}
+    assert last['samples'] == 3 and -1 <= last['spearman'] <= 1 and last['median_ratio'] > 0
+    ratios = [row['ratio'] for row in rows]
+    assert last['within_10pct'] == pytest.approx(sum(abs(r - 1) <= 0.1 for r in ratios) / 3)
+    assert last['worst_ratio'] == pytest.approx(max(ratios, key=lambda r: abs(r - 1)), abs=1e-3)
     for row in rows:
         assert row['measured_us'] > 0
         assert row['table_us'] == pytest.approx(pricer.price(row['tokens']).latency_us, abs=0.1)
@@ -197,19 +209,18 @@ def test_the_command_line_gives_one_line_errors(tmp_path):
 def test_drift_of_the_machine_speed_is_scaled_out(tmp_path, monkeypatch):
     """A machine twice as slow during the second batch (other load) must not double that batch's entries."""
     config, table = _config(tmp_path / 'tiny.yml'), str(tmp_path / 'table.txt')
-    setup = load_table_setup(config, {})
-    convs = space_convs(CandidatePricer(setup.cfg, with_kernels(setup.space, (3,))))
-    true_us = {key: 10.0 * (i + 1) for i, key in enumerate(sorted(convs))}
+    units = _tiny_units(config)
+    true_us = {key: 10.0 * (i + 1) for i, key in enumerate(sorted(units))}
     batches = []
 
-    def timed_on_a_drifting_machine(timer, placed_convs, workdir):
+    def timed_on_a_drifting_machine(timer, batch_units, workdir, extra_models=()):
         slowdown = 1 + len(batches)
-        batches.append(placed_convs)
-        return [true_us[latency_key(p)] * slowdown for p in placed_convs]
+        batches.append(batch_units)
+        return [true_us[unit_key(u)] * slowdown for u in batch_units]
 
-    monkeypatch.setattr(latency, 'measure_convs', timed_on_a_drifting_machine)
+    monkeypatch.setattr(latency, 'measure_units', timed_on_a_drifting_machine)
     writer = latency.TableWriter(table, table_header('cpu', 1))
-    assert sum(latency.measure_table(None, writer, convs)) == 33 and len(batches) == 2
+    assert sum(latency.measure_table(None, writer, units)) == TINY_UNITS and len(batches) == 3
     assert LatencyTable.load(table).entries == pytest.approx(true_us)
 
 
@@ -217,23 +228,23 @@ def test_one_noisy_reference_does_not_shift_a_batch(tmp_path, monkeypatch):
     """Each batch is scaled by the median over several references: one of them timed 3x slow by chance (a
     preemption) must leave the batch's entries alone."""
     config, table = _config(tmp_path / 'tiny.yml'), str(tmp_path / 'table.txt')
-    setup = load_table_setup(config, {})
-    convs = space_convs(CandidatePricer(setup.cfg, with_kernels(setup.space, (3,))))
-    true_us = {key: 10.0 * (i + 1) for i, key in enumerate(sorted(convs))}
-    references = latency.reference_convs(convs)
+    units = _tiny_units(config)
+    true_us = {key: 10.0 * (i + 1) for i, key in enumerate(sorted(units))}
+    references = latency.reference_convs(units)
     batches = []
 
-    def one_reference_preempted_in_the_second_batch(timer, placed_convs, workdir):
-        times = [true_us[latency_key(p)] for p in placed_convs]
+    def one_reference_preempted_in_the_second_batch(timer, batch_units, workdir, extra_models=()):
+        times = [true_us[unit_key(u)] for u in batch_units]
         if batches:
             times[0] *= 3
-        batches.append(placed_convs)
+        batches.append(batch_units)
         return times
 
-    monkeypatch.setattr(latency, 'measure_convs', one_reference_preempted_in_the_second_batch)
+    monkeypatch.setattr(latency, 'measure_units', one_reference_preempted_in_the_second_batch)
     writer = latency.TableWriter(table, table_header('cpu', 1))
-    assert sum(latency.measure_table(None, writer, convs)) == 33 and len(batches) == 2
-    assert len(references) == latency.REFERENCES and [latency_key(p) for p in batches[1][:len(references)]] == references
+    assert sum(latency.measure_table(None, writer, units)) == TINY_UNITS and len(batches) == 3
+    assert len(references) == latency.REFERENCES and [unit_key(u) for u in batches[1][:len(references)]] == references
+    assert all(isinstance(units[r], PlacedConv) for r in references)
     assert LatencyTable.load(table).entries == pytest.approx(true_us)
 
 
@@ -241,15 +252,14 @@ def test_batches_mix_channel_widths(tmp_path):
     """Keys are measured by signature in a fixed shuffled order, not sorted by channels: a batch's timing error
     must not land on every conv of one width (every candidate with that token value alike)."""
     config = _config(tmp_path / 'tiny.yml')
-    setup = load_table_setup(config, {})
-    convs = space_convs(CandidatePricer(setup.cfg, with_kernels(setup.space, (3,))))
+    units = _tiny_units(config)
     writer = latency.TableWriter(str(tmp_path / 'table.txt'), table_header('cpu', 1))
-    order = latency.missing_keys(convs, writer)
-    assert order == latency.missing_keys(convs, writer) and sorted(order) == sorted(convs)
-    signatures = [latency.conv_signature(convs[key]) for key in order]
+    order = latency.missing_keys(units, writer)
+    assert order == latency.missing_keys(units, writer) and sorted(order) == sorted(units)
+    signatures = [latency.unit_signature(units[key]) for key in order]
     runs = [s for i, s in enumerate(signatures) if i == 0 or s != signatures[i - 1]]
     assert len(runs) == len(set(signatures))  # a signature's sizes stay together (one predictor)
-    first_inputs = [s[0] for s in signatures[:len(signatures) // 2]]
+    first_inputs = [s[1] for s in signatures[:len(signatures) // 2] if s[0] == 'conv']
     assert first_inputs != sorted(first_inputs)
 
 
@@ -257,7 +267,7 @@ def test_cpu_kernels_are_part_of_the_table(built, tmp_path, capsys):
     """Paddle's own CPU kernels by default, oneDNN on request; the header says which, so that validation times
     the same kernels."""
     config, table = built
-    prefix = latency.save_conv_program(ConvSpec('conv', 4, 8, 3), [1, 4, -1, -1], str(tmp_path / 'conv' / 'conv'))
+    prefix = latency.save_unit_program(PlacedConv(ConvSpec('conv', 4, 8, 3), 8, 8), str(tmp_path / 'conv' / 'conv'))
     assert not latency.predictor_config(prefix).onednn_enabled()
     assert latency.predictor_config(prefix, onednn=True).onednn_enabled()
     timing = argparse.Namespace(warmup=1, repeats=1, rounds=1)
@@ -265,7 +275,7 @@ def test_cpu_kernels_are_part_of_the_table(built, tmp_path, capsys):
     onednn = tmp_path / 'onednn.txt'
     code, _, _ = _cli(build_tool.main, ['-c', config, '--out', str(onednn), '--onednn'] + FAST, capsys)
     assert code == 0 and LatencyTable.load(str(onednn)).header == table_header('cpu', 1, onednn=True)
-    assert table_header('cpu', 1, onednn=True)[1].endswith('_1threads_onednn')
+    assert table_header('cpu', 1, onednn=True)[1].endswith('_1threads_onednn_network')
     assert validate_tool.table_timer(LatencyTable.load(str(onednn)), timing).onednn is True
     code, _, err = _cli(build_tool.main, ['-c', config, '--out', str(tmp_path / 'g.txt'), '--onednn', '--device',
                                           'gpu'], capsys)

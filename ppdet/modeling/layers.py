@@ -67,6 +67,31 @@ class PlacedConv:
         return self.spec.output_size(self.in_height, self.in_width)
 
 
+@dataclass(frozen=True)
+class PlacedOp:
+    """A runtime op other than a conv, at the size it runs at: what whole-network latency tables price.
+
+    ``kind``: ``batch_norm`` (after a conv_norm's conv), ``relu``, ``add`` (a residual add, or a head conv's bias),
+    ``max_pool`` (a stride-2 block's shortcut pool, ``pool`` x ``pool``, ceil mode), or ``head_tail`` (the head's
+    NHWC transposes, reshapes and two concats). ``shape``: its input (C, H, W); for ``head_tail`` the (C, H, W) of
+    every head conv output in order (loc, conf per map) and ``last_dims`` their per-prior sizes (4, classes).
+    """
+    kind: str
+    shape: Tuple
+    pool: int = 0
+    last_dims: Tuple[int, ...] = ()
+
+
+def conv_units(placed: PlacedConv):
+    """A conv and what runs after it, as ``build_conv`` builds it: conv_norm is conv, batch norm (+ ReLU); a head
+    conv is conv + its bias add."""
+    c = placed.spec.out_channels
+    out = (c,) + tuple(placed.out_size)
+    if not placed.spec.norm:
+        return [placed, PlacedOp('add', out)]
+    return [placed, PlacedOp('batch_norm', out)] + ([PlacedOp('relu', out)] if placed.spec.relu else [])
+
+
 def conv_norm(spec: ConvSpec) -> nn.Sequential:
     """Conv + BN (+ ReLU): MSRA (uniform, fan-in) init and a 0.1 learning-rate multiplier, as the original."""
     conv = nn.Conv2D(spec.in_channels, spec.out_channels, spec.kernel, stride=spec.stride,
@@ -90,17 +115,32 @@ def build_conv(spec: ConvSpec) -> nn.Layer:
     return conv_norm(spec) if spec.norm else head_conv(spec)
 
 
-def place_block(block: BlockSpec, height, width):
-    """The block's convs in execution order (branch, then shortcut) and its output size."""
-    placed = []
+def place_block_units(block: BlockSpec, height, width):
+    """Every runtime unit of the block in execution order, as ``Block.forward`` runs them (branch, pool,
+    shortcut, residual add, ReLU), and its output size."""
+    units = []
     h, w = height, width
     for spec in block.branch:
-        placed.append(PlacedConv(spec, h, w))
+        units += conv_units(PlacedConv(spec, h, w))
         h, w = spec.output_size(h, w)
+    if block.pool > 1:
+        units.append(PlacedOp('max_pool', (block.branch[0].in_channels, height, width), pool=block.pool))
     if block.shortcut is not None:
         ph, pw = -(-height // block.pool), -(-width // block.pool)
-        placed.append(PlacedConv(block.shortcut, ph, pw))
-    return placed, (h, w)
+        units += conv_units(PlacedConv(block.shortcut, ph, pw))
+    units += [PlacedOp('add', (block.out_channels, h, w)), PlacedOp('relu', (block.out_channels, h, w))]
+    return units, (h, w)
+
+
+def convs_of(units):
+    """The convs among runtime units: what FLOPs, parameters and conv-only latency tables price."""
+    return [u for u in units if isinstance(u, PlacedConv)]
+
+
+def place_block(block: BlockSpec, height, width):
+    """The block's convs in execution order (branch, then shortcut) and its output size."""
+    units, size = place_block_units(block, height, width)
+    return convs_of(units), size
 
 
 def conv_params(spec: ConvSpec) -> int:

@@ -15,7 +15,8 @@ __all__ = ['quiet_libraries', 'setup_logging', 'LOG_FORMAT']
 
 LOG_FORMAT = '%(asctime)s-%(levelname)s: %(message)s'
 NOISY_WARNINGS = ('No ccache found', 'Setuptools is replacing distutils',
-                  'When training, we now always track global mean and variance')
+                  'When training, we now always track global mean and variance',
+                  'no variable in your model')  # saving a latency table's parameter-free op programs
 NOISY_RECORDS = ('If regularizer of a Parameter has been set',)
 
 

@@ -3,11 +3,11 @@ import paddle
 import paddle.nn as nn
 
 from ppdet.core.workspace import register
-from ppdet.modeling.layers import ConvSpec, PlacedConv, build_conv
+from ppdet.modeling.layers import ConvSpec, PlacedConv, PlacedOp, build_conv, conv_units, convs_of
 from ppdet.modeling.losses import SSDLoss
 from ppdet.modeling.ops import PRIOR_VARIANCES, SSDOutputDecoder, generate_priors, num_priors_per_location
 
-__all__ = ['BlazeFace', 'head_specs', 'place_blazeface']
+__all__ = ['BlazeFace', 'head_specs', 'place_blazeface', 'place_blazeface_units']
 
 DEFAULT_MIN_SIZES = [[16., 24.], [32., 48., 64., 80., 96., 128.]]
 DEFAULT_DENSITIES = [[2, 2], [2, 1, 1, 1, 1, 1]]
@@ -25,12 +25,24 @@ def head_specs(feature_channels, num_classes=2, min_sizes=DEFAULT_MIN_SIZES, use
     return pairs
 
 
+def place_blazeface_units(backbone_plan, head_kwargs, height, width):
+    """Every runtime unit of the deployed network (``forward``, without the decoder) at this input size, in
+    execution order: the backbone's, each map's loc and conf convs with their bias adds, then the head's tail."""
+    units, feature_sizes = backbone_plan.place_units(height, width)
+    outputs, last_dims = [], []
+    num_classes = head_kwargs.get('num_classes', 2)
+    for (loc, conf), (h, w) in zip(head_specs(backbone_plan.feature_channels, **head_kwargs), feature_sizes):
+        for spec, last in ((loc, 4), (conf, num_classes)):
+            units += conv_units(PlacedConv(spec, h, w))
+            outputs.append((spec.out_channels, h, w))
+            last_dims.append(last)
+    units.append(PlacedOp('head_tail', tuple(outputs), last_dims=tuple(last_dims)))
+    return units
+
+
 def place_blazeface(backbone_plan, head_kwargs, height, width):
     """Every conv of the network at this input size, in execution order (what FLOPs and latency price)."""
-    placed, feature_sizes = backbone_plan.place(height, width)
-    for (loc, conf), (h, w) in zip(head_specs(backbone_plan.feature_channels, **head_kwargs), feature_sizes):
-        placed += [PlacedConv(loc, h, w), PlacedConv(conf, h, w)]
-    return placed
+    return convs_of(place_blazeface_units(backbone_plan, head_kwargs, height, width))
 
 
 @register

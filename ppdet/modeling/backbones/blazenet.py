@@ -10,7 +10,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ppdet.core.workspace import register
-from ppdet.modeling.layers import BlockSpec, ConvSpec, PlacedConv, build_conv, place_block
+from ppdet.modeling.layers import BlockSpec, ConvSpec, PlacedConv, build_conv, conv_units, convs_of, place_block_units
 
 __all__ = ['BlazeNet', 'BlazeNetPlan', 'blazenet_plan']
 
@@ -30,16 +30,22 @@ class BlazeNetPlan:
     def feature_channels(self):
         return [self.blocks[i].out_channels for i in self.feature_blocks]
 
-    def place(self, height, width):
-        """All convs in execution order at this input size, and the (h, w) of each feature map."""
-        placed = [PlacedConv(self.stem, height, width)]
+    def place_units(self, height, width):
+        """Every runtime unit (convs and the ops between them) in execution order at this input size, and the
+        (h, w) of each feature map."""
+        units = conv_units(PlacedConv(self.stem, height, width))
         size = self.stem.output_size(height, width)
         sizes = []
         for block in self.blocks:
-            convs, size = place_block(block, *size)
-            placed.extend(convs)
+            block_units, size = place_block_units(block, *size)
+            units.extend(block_units)
             sizes.append(size)
-        return placed, [sizes[i] for i in self.feature_blocks]
+        return units, [sizes[i] for i in self.feature_blocks]
+
+    def place(self, height, width):
+        """All convs in execution order at this input size, and the (h, w) of each feature map."""
+        units, sizes = self.place_units(height, width)
+        return convs_of(units), sizes
 
 
 def _depthwise(name, in_channels, channels, stride, use_5x5kernel, dense=False):

@@ -1,5 +1,6 @@
 """Loading a search config: YAML + ``-o`` overrides -> checked config, Constraint, search space, pricer."""
 from dataclasses import dataclass
+from typing import Optional
 
 from paddleslim.nas.search_space.search_space_registry import SEARCHSPACE
 
@@ -7,7 +8,7 @@ import ppdet.data  # noqa: F401  (registers the dataset and transform tags)
 import ppdet.optimizer  # noqa: F401  (registers LearningRate, OptimizerBuilder and their tags)
 import search_space  # noqa: F401  (registers BlazeFaceNasSpace in PaddleSlim)
 from ppdet.core.workspace import ConfigError, check_top_level_keys, create, load_config, merge_config
-from ppdet.slim.nas.constraint import CandidatePricer, Constraint
+from ppdet.slim.nas.constraint import CandidatePricer, Constraint, load_constraint_table, table_kernels
 from search_space import search_space_name
 
 __all__ = ['SearchSetup', 'load_search_config', 'SEARCH_KEYS']
@@ -26,6 +27,7 @@ class SearchSetup:
     space_name: str
     space: object
     pricer: CandidatePricer
+    note: Optional[str] = None  # what the search says when it starts (why the kernel token is fixed)
 
 
 def load_search_config(path, overrides=None):
@@ -42,12 +44,29 @@ def load_search_config(path, overrides=None):
     if 'Constraint' not in cfg:
         raise ConfigError('{}: no Constraint section; add one with ctype flops or latency'.format(path))
     constraint = create('Constraint')
-    name = search_space_name(cfg.get('search_space', 'BlazeFaceNasSpace'), constraint.ctype)
+    table = load_constraint_table(constraint, cfg.get('filename'))
+    prices_5x5 = table is not None and 5 in table_kernels(table.entries)
+    requested = cfg.get('search_space', 'BlazeFaceNasSpace')
+    name = search_space_name(requested, constraint.ctype, prices_5x5)
     space_cls = SEARCHSPACE.get(name)
     if space_cls is None:
         raise ConfigError('{}: search_space {!r} is not registered; use BlazeFaceNasSpace'.format(path, name))
     space = space_cls()
-    if constraint.ctype == 'latency' and 1 in getattr(space, 'use_5x5kernel', [0]):
-        raise ConfigError('{}: search_space {} has 5x5 kernels, which latency tables do not price'.format(
-            path, name))
-    return SearchSetup(cfg, constraint, name, space, CandidatePricer(cfg, space, constraint))
+    if constraint.ctype == 'latency' and 1 in getattr(space, 'use_5x5kernel', [0]) and not prices_5x5:
+        raise ConfigError('{}: search_space {} has 5x5 kernels, which Constraint.table_file {} does not price; '
+                          'build a table with tools/build_latency_table.py --kernels 3,5'.format(
+                              path, name, table.path))
+    pricer = CandidatePricer(cfg, space, constraint, table)
+    note = _why_3x3(cfg, requested, name, table) if name != requested else None
+    return SearchSetup(cfg, constraint, name, space, pricer, note)
+
+
+def _why_3x3(cfg, requested, name, table):
+    """Why the kernel token is fixed, naming the 5x5 keys the starting structure would need."""
+    full = SEARCHSPACE.get(requested)()
+    tokens = full.init_tokens()
+    tokens[-1] = full.use_5x5kernel.index(1)
+    missing = [k for k in CandidatePricer(cfg, full, table=table).price(tokens).unpriced if ',5,' in k]
+    return ('{} has no 5x5 keys (the starting structure with 5x5 kernels needs {}, e.g. {}): this latency search '
+            'uses {}; a table built with --kernels 3,5 keeps the kernel token free'.format(
+                table.path, len(missing), missing[0] if missing else '-', name))

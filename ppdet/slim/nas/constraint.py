@@ -6,6 +6,10 @@ The arithmetic is PaddleSlim's, so numbers agree with the original search:
 - Latency (``TableLatencyEvaluator.latency(only_conv=True)``): the sum of table entries keyed by each conv's
   ``conv,<bias>,<relu>,1,C_in,H_in,W_in,C_out,groups,k,pad,stride,dilation``. PaddleSlim's evaluator no longer
   runs on Paddle 3 and asserted on a missing key; here a missing key makes the candidate "unpriced".
+- A whole-network table (built by tools/build_latency_table.py; it holds ``run_overhead,1``) also prices every
+  other op the deployed network runs, keyed in PaddleSlim's style (``batch_norm,None,1,C,H,W``, ``relu,1,C,H,W``,
+  ``eltwise,2,1,C,H,W``, ``pooling,0,1,C,H,W,k,pad,stride,ceil,1``) plus ``head_tail,...``, and adds the runtime's
+  fixed cost of one run once: its entries are net of that cost, so that they add up to the network.
 Pricing reads the same description the model is built from (``ppdet.modeling.layers``) and runs no Paddle.
 """
 import logging
@@ -14,14 +18,15 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from ppdet.core.workspace import ConfigError, config_kwargs, register
-from ppdet.modeling.architectures.blazeface import place_blazeface
+from ppdet.modeling.architectures.blazeface import place_blazeface_units
 from ppdet.modeling.backbones.blazenet import blazenet_plan
-from ppdet.modeling.layers import conv_params
+from ppdet.modeling.layers import PlacedConv, conv_params, convs_of
 
-__all__ = ['Constraint', 'LatencyTable', 'Price', 'CandidatePricer', 'latency_key', 'conv_flops',
-           'train_input_size']
+__all__ = ['Constraint', 'LatencyTable', 'Price', 'CandidatePricer', 'latency_key', 'unit_key', 'conv_flops',
+           'train_input_size', 'load_constraint_table', 'table_kernels', 'RUN_OVERHEAD_KEY']
 
 CTYPES = ('flops', 'latency')
+RUN_OVERHEAD_KEY = 'run_overhead,1'  # the runtime's fixed cost of one run (batch 1), paid once per network
 logger = logging.getLogger(__name__)
 
 
@@ -44,6 +49,46 @@ def latency_key(placed):
     s = placed.spec
     return ','.join(str(v) for v in ('conv', 0, 0, 1, s.in_channels, placed.in_height, placed.in_width,
                                      s.out_channels, s.groups, s.kernel, s.padding, s.stride, 1))
+
+
+def unit_key(unit):
+    """The table key of a runtime unit: a conv's as PaddleSlim writes it, the other ops in PaddleSlim's key style
+    (``TableLatencyEvaluator``'s batch_norm, activation, eltwise and pooling keys), and ``head_tail``."""
+    if isinstance(unit, PlacedConv):
+        return latency_key(unit)
+    if unit.kind == 'batch_norm':
+        fields = ('batch_norm', 'None', 1) + unit.shape
+    elif unit.kind == 'relu':
+        fields = ('relu', 1) + unit.shape
+    elif unit.kind == 'add':
+        fields = ('eltwise', 2, 1) + unit.shape
+    elif unit.kind == 'max_pool':
+        fields = ('pooling', 0, 1) + unit.shape + (unit.pool, 0, unit.pool, 1, 1)
+    elif unit.kind == 'head_tail':
+        fields = ('head_tail', 1) + sum(unit.shape, ()) + unit.last_dims
+    else:
+        raise ValueError('no table key for runtime op {!r}'.format(unit.kind))
+    return ','.join(str(v) for v in fields)
+
+
+def table_kernels(entries):
+    """The depthwise kernel sizes a table's conv keys cover (3, and 5 for a table built with --kernels 3,5)."""
+    kernels = set()
+    for key in entries:
+        fields = key.split(',')
+        if fields[0] == 'conv' and len(fields) > 9 and fields[4] == fields[8]:  # groups == C_in: depthwise
+            kernels.add(int(fields[9]))
+    return kernels
+
+
+def stem_input_sizes(entries):
+    """The (H, W) the table's first convs (3 input channels) were measured at: the input size it prices."""
+    sizes = set()
+    for key in entries:
+        fields = key.split(',')
+        if fields[0] == 'conv' and len(fields) > 6 and fields[4] == '3':
+            sizes.add((int(fields[5]), int(fields[6])))
+    return sizes
 
 
 class LatencyTable:
@@ -77,9 +122,19 @@ class LatencyTable:
                     path, number, line)) from None
         return cls(path, tuple(header), entries)
 
-    def price(self, placed_convs):
-        """Sum over convs, or (None, missing keys) when the table cannot price them all."""
-        keys = [latency_key(p) for p in placed_convs]
+    @property
+    def whole_network(self):
+        """A table of every runtime op (it holds the run's fixed cost), or a conv-only one such as latency_855.txt."""
+        return RUN_OVERHEAD_KEY in self.entries
+
+    def price(self, units):
+        """Sum over the units it prices, or (None, missing keys) when it cannot price them all.
+
+        A conv-only table sums the convs (what the original's numbers mean: about 0.6 to 0.7 of a network on the
+        CPUs measured here); a whole-network table sums every unit plus the run's fixed cost once.
+        """
+        keys = [unit_key(u) for u in (units if self.whole_network else convs_of(units))]
+        keys += [RUN_OVERHEAD_KEY] if self.whole_network else []
         missing = sorted({k for k in keys if k not in self.entries})
         if missing:
             return None, missing
@@ -160,21 +215,42 @@ class CandidatePricer:
         keep = ('num_classes', 'min_sizes', 'use_density_prior_box', 'densities')
         self.head_kwargs = {k: v for k, v in head.items() if k in keep}
         self.head_kwargs.setdefault('num_classes', cfg.get('num_classes', 2))
-        if table is None and constraint is not None:
-            table = load_constraint_table(constraint, cfg.get('filename'))
+        if constraint is not None:  # ``table``: load_constraint_table's, for the constraint's own pricing
+            table = self._check_table_size(table, constraint.ctype)
         self.table = table
+
+    def _check_table_size(self, table, ctype):
+        """A table measured at another input size cannot price a single candidate: an error for a latency search,
+        a warning (and no latency column) for a FLOPs search."""
+        sizes = stem_input_sizes(table.entries) if table is not None else set()
+        if not sizes or self.input_size in sizes:
+            return table
+        message = ('Constraint.table_file {} was measured for {} inputs (its first convs), but the config prices '
+                   'at {}x{} (TrainReader.inputs_def.image_shape); build a table at this size with '
+                   'tools/build_latency_table.py -c CONFIG --out TABLE').format(
+            table.path, ', '.join('{}x{}'.format(*s) for s in sorted(sizes)), *self.input_size)
+        if ctype == 'latency':
+            raise ConfigError(message)
+        logger.warning('%s; ignored, since Constraint.ctype is flops', message)
+        return None
 
     def blazenet_kwargs(self, tokens):
         """The BlazeNet arguments of a candidate: the config's BlazeNet section overlaid by the tokens."""
         return dict(self.backbone_defaults, **self.space.blazenet_args(tokens))
 
-    def describe(self, tokens):
+    def describe_units(self, tokens):
+        """Every runtime unit of the candidate's deployed network, in execution order."""
         plan = blazenet_plan(**self.blazenet_kwargs(tokens))
-        return place_blazeface(plan, self.head_kwargs, *self.input_size)
+        return place_blazeface_units(plan, self.head_kwargs, *self.input_size)
+
+    def describe(self, tokens):
+        """The candidate's convs, in execution order."""
+        return convs_of(self.describe_units(tokens))
 
     def price(self, tokens):
-        placed = self.describe(tokens)
-        price = Price(flops=sum(conv_flops(p) for p in placed), params=sum(conv_params(p.spec) for p in placed))
+        units = self.describe_units(tokens)
+        convs = convs_of(units)
+        price = Price(flops=sum(conv_flops(p) for p in convs), params=sum(conv_params(p.spec) for p in convs))
         if self.table is not None:
-            price.latency_us, price.unpriced = self.table.price(placed)
+            price.latency_us, price.unpriced = self.table.price(units)
         return price

@@ -1,8 +1,17 @@
-"""Latency tables for the user's own device: which convs a search can place, and timing them.
+"""Latency tables for the user's own device: which runtime units a search can place, and timing them.
 
 Everything is timed with Paddle Inference (``paddle.inference`` predictors on saved inference programs), the
 runtime users deploy with; eager dygraph timing would price Python dispatch, not the deployed network. Table
 entries and end-to-end checks use the same predictor settings (device, thread count) so that they compare.
+
+A table prices the whole network as the runtime runs it: every conv, batch norm, ReLU, residual or bias add,
+pool and the head's tail (``place_blazeface_units``, from the plan the model is built from; on the CPU path with
+Paddle's kernels the deployed graph keeps them as separate ops). Each unit is timed alone (``measure_table``).
+Alone, a unit pays a predictor run's fixed cost, which a network pays once, and it runs with warm caches, which
+inside a network it does not: sums of raw unit times come out 8 to 18% high on this machine's CPU, net of the fixed
+cost 20% low. So a finished table is calibrated once (``calibrate_table``) against whole networks it times itself:
+every entry is the unit's time less a run's fixed cost, times the median ratio of those networks' measured time
+(less the fixed cost) to their sums, and the fixed cost is stored as ``run_overhead,1``, paid once per network.
 """
 import contextlib
 import copy
@@ -12,6 +21,7 @@ import platform
 import random
 import tempfile
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import paddle
@@ -20,16 +30,23 @@ from paddle import inference
 from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.candidate import CandidateTrainer
 from ppdet.slim.nas.config import load_search_config
-from ppdet.slim.nas.constraint import LatencyTable, conv_flops, latency_key
+from ppdet.modeling.layers import PlacedConv
+from ppdet.slim.nas.constraint import RUN_OVERHEAD_KEY, LatencyTable, conv_flops, train_input_size, unit_key
+from ppdet.slim.nas.files import atomic_write
 
 __all__ = ['DEVICES', 'KERNELS', 'load_table_setup', 'candidate_model', 'DeployedBlazeFace', 'table_header',
-           'with_kernels', 'space_convs', 'missing_keys', 'reference_convs', 'measure_table', 'save_layer',
-           'predictor_config', 'create_predictor', 'Timer', 'TableWriter']
+           'with_kernels', 'space_units', 'missing_keys', 'reference_convs', 'measure_units', 'measure_table',
+           'calibrate_table',
+           'sample_candidates', 'save_network', 'save_layer', 'predictor_config', 'create_predictor', 'Timer',
+           'TableWriter', 'Calibration']
 
 DEVICES = ('cpu', 'gpu')
 KERNELS = (3, 5)
 UNIT = 'us'
 REFERENCES = 5
+CALIBRATION_NETWORKS = 8
+CALIBRATION_ROUNDS, CALIBRATION_REPEATS = 20, 5  # as tools/validate_latency_table.py times networks
+CALIBRATION_SEED = 20261201  # not a validation seed: the calibration networks are not the ones a check measures
 
 
 def load_table_setup(config, overrides):
@@ -68,7 +85,8 @@ def table_header(device, threads, onednn=False):
     """(engine, device, unit), the three fields PaddleSlim reads from line 1: where the numbers hold.
 
     The thread count and the CPU kernel library are part of the device name, because CPU latencies change with
-    both; a table is only valid for predictors run with the same settings.
+    both; a table is only valid for predictors run with the same settings. ``_network`` says it prices the whole
+    network (entries net of the run's fixed cost), which conv-only tables of earlier versions did not.
     """
     engine = 'paddle_inference_{}'.format(paddle.__version__)
     if device == 'gpu':
@@ -76,7 +94,7 @@ def table_header(device, threads, onednn=False):
         where = 'gpu_{}'.format(name.replace(' ', '_'))
     else:
         where = 'cpu_{}_{}threads{}'.format(platform.machine(), threads, '_onednn' if onednn else '')
-    return engine, where, UNIT
+    return engine, where + '_network', UNIT
 
 
 def with_kernels(space, kernels):
@@ -93,25 +111,25 @@ def with_kernels(space, kernels):
     return space
 
 
-def space_convs(pricer):
-    """Every distinct conv (by table key) a candidate of ``pricer.space`` places, as {key: PlacedConv}.
+def space_units(pricer):
+    """Every distinct runtime unit (by table key) a candidate of ``pricer.space`` places, as {key: unit}.
 
-    The space has ~11.7M token vectors, but a conv's key depends on at most two channel tokens (its input and
-    output widths) and the kernel token (the last one). Running every pair of channel tokens over all their
-    values, for each kernel value, with the other tokens fixed, therefore meets every key in ~1,800
-    candidates per kernel.
+    The space has ~11.7M token vectors, but a unit's key depends on at most two channel tokens (a conv's input
+    and output widths; an op's one width) and the kernel token (the last one). Running every pair of channel
+    tokens over all their values, for each kernel value, with the other tokens fixed, therefore meets every key in
+    ~1,800 candidates per kernel.
     """
     ranges = pricer.space.range_table()
     channel_tokens = range(len(ranges) - 1)
-    convs = {}
+    units = {}
     for kernel in range(ranges[-1]):
         for i, j in itertools.combinations(channel_tokens, 2):
             for a, b in itertools.product(range(ranges[i]), range(ranges[j])):
                 tokens = [0] * len(ranges)
                 tokens[i], tokens[j], tokens[-1] = a, b, kernel
-                for placed in pricer.describe(tokens):
-                    convs.setdefault(latency_key(placed), placed)
-    return convs
+                for unit in pricer.describe_units(tokens):
+                    units.setdefault(unit_key(unit), unit)
+    return units
 
 
 @contextlib.contextmanager
@@ -123,91 +141,209 @@ def _static_mode():
         paddle.disable_static()
 
 
-def measure_convs(timer, placed_convs, workdir):
-    """Microseconds of each conv alone, as its key describes it: input 1 x C_in x H x W, no bias, no batch
-    norm, no activation. The convs are timed together, taking turns (``Timer.measure``).
+def unit_signature(unit):
+    """What a unit's program fixes (weights, strides, channels); H and W are the feed's, except for the head's
+    tail, whose few fixed shapes are its program."""
+    if isinstance(unit, PlacedConv):
+        spec = unit.spec
+        return 'conv', spec.in_channels, spec.out_channels, spec.kernel, spec.stride, spec.groups
+    if unit.kind == 'head_tail':
+        return unit.kind, unit.shape, unit.last_dims
+    return unit.kind, unit.shape[0], unit.pool
 
-    One program is saved per conv signature with H and W left free, so the sizes a signature runs at share one
+
+def unit_feeds(unit):
+    """The input shapes a unit runs on: one tensor, the two operands of an add, or every head output."""
+    if isinstance(unit, PlacedConv):
+        return [[1, unit.spec.in_channels, unit.in_height, unit.in_width]]
+    if unit.kind == 'head_tail':
+        return [[1] + list(shape) for shape in unit.shape]
+    return [[1] + list(unit.shape)] * (2 if unit.kind == 'add' else 1)
+
+
+def measure_units(timer, units, workdir, extra_models=()):
+    """Microseconds of each unit alone, as its key describes it (a conv: input 1 x C_in x H x W, no bias, no
+    batch norm, no activation), then of ``extra_models`` ((prefix, feeds)): all timed together, taking turns.
+
+    One program is saved per signature with H and W left free, so the sizes a signature runs at share one
     predictor: creating predictors is most of a table's build time.
     """
+    return timer.measure(_unit_models(units, workdir) + list(extra_models))
+
+
+def _unit_models(units, workdir):
+    """(program prefix, feeds) of each unit, for ``Timer.measure``; one program per signature."""
     programs, models = {}, []
-    for placed in placed_convs:
-        spec = placed.spec
-        if conv_signature(placed) not in programs:
-            prefix = os.path.join(workdir, str(len(programs)), 'conv')
-            programs[conv_signature(placed)] = save_conv_program(spec, [1, spec.in_channels, -1, -1], prefix)
-        models.append((programs[conv_signature(placed)], [1, spec.in_channels, placed.in_height, placed.in_width]))
-    return timer.measure(models)
+    batch_dir = tempfile.mkdtemp(dir=workdir)  # a folder per batch: a program must not meet another's files
+    for unit in units:
+        signature = unit_signature(unit)
+        if signature not in programs:
+            programs[signature] = save_unit_program(unit, os.path.join(batch_dir, str(len(programs)), 'unit'))
+        models.append((programs[signature], unit_feeds(unit)))
+    return models
 
 
-def conv_signature(placed):
-    """What a conv program fixes (its weights and stride); H and W are the feed's."""
-    spec = placed.spec
-    return spec.in_channels, spec.out_channels, spec.kernel, spec.stride, spec.groups
-
-
-def missing_keys(convs, writer):
-    """The keys of ``convs`` the table does not hold yet, in the order they are measured.
+def missing_keys(units, writer):
+    """The keys of ``units`` the table does not hold yet, in the order they are measured.
 
     A signature's sizes stay together (a batch shares their predictor), but the signatures come in a fixed
-    shuffled order: what a batch's timing gets wrong then lands on unrelated convs, whose errors cancel in a
+    shuffled order: what a batch's timing gets wrong then lands on unrelated units, whose errors cancel in a
     candidate's sum, instead of on every conv of one channel width (sorted order), which would shift every
     candidate with that token value alike and reorder candidates.
     """
-    signatures = sorted({conv_signature(placed) for placed in convs.values()})
+    signatures = sorted({unit_signature(unit) for unit in units.values()}, key=repr)
     random.Random(0).shuffle(signatures)
     rank = {signature: i for i, signature in enumerate(signatures)}
-    return [key for key in sorted(convs, key=lambda k: (rank[conv_signature(convs[k])], k))
+    return [key for key in sorted(units, key=lambda k: (rank[unit_signature(units[k])], k))
             if key not in writer.entries]
 
 
-def reference_convs(convs, count=REFERENCES):
-    """``count`` keys spread over the FLOPs range (quantiles), timed in every batch to follow the machine's speed."""
+def reference_convs(units, count=REFERENCES):
+    """``count`` conv keys spread over the FLOPs range (quantiles), timed in every batch to follow the machine's
+    speed."""
+    convs = {key: unit for key, unit in units.items() if isinstance(unit, PlacedConv)}
     ranked = sorted(convs, key=lambda key: (conv_flops(convs[key]), key))
     picks = sorted({round((i + 0.5) * len(ranked) / count - 0.5) for i in range(min(count, len(ranked)))})
     return [ranked[i] for i in picks]
 
 
-def measure_table(timer, writer, convs, batch_size=24):
-    """Measure the convs missing from the table in batches, appending each batch; yields the count written.
+def measure_table(timer, writer, units, batch_size=24):
+    """Measure the units missing from the table in batches, appending each batch; yields the count written.
 
     Other load on the machine (on 2 cores, any other process) slows everything measured meanwhile by a common
     factor, and it changes over the minute a table takes. So every batch is timed together with the same few
     reference convs (spread over the FLOPs range) and scaled by the median of their ratios to their first
-    timings (their entries in the file, when a build resumes): convs measured at different moments compare. One
-    reference alone is not enough: its own timing noise would shift a whole batch of related convs together.
+    timings (their entries in the file, when a build resumes): units measured at different moments compare. One
+    reference alone is not enough: its own timing noise would shift a whole batch of related units together.
     """
-    references = reference_convs(convs)
-    todo = [key for key in missing_keys(convs, writer) if key not in references]
+    references = reference_convs(units)
+    todo = [key for key in missing_keys(units, writer) if key not in references]
     with tempfile.TemporaryDirectory() as workdir:
         for start in range(0, max(len(todo), any(r not in writer.entries for r in references)), batch_size):
-            batch = todo[start:start + batch_size]
-            times = measure_convs(timer, [convs[key] for key in references + batch], workdir)
-            first = [r for r in references if r not in writer.entries]
-            for key, us in zip(references, times):
-                if key in first:
-                    writer.add(key, us)
-            scale = float(np.median([writer.entries[r] / us for r, us in zip(references, times)]))
-            for key, us in zip(batch, times[len(references):]):
+            batch, before = todo[start:start + batch_size], len(writer.entries)
+            times, scale = _measure_with_references(timer, writer, units, references, batch, workdir)
+            for key, us in zip(batch, times):
                 writer.add(key, us * scale)
-            yield len(batch) + len(first)
+            yield len(writer.entries) - before
 
 
-def save_conv_program(spec, input_shape, prefix):
-    """Save an inference program holding just this conv.
+def _measure_with_references(timer, writer, units, references, keys, workdir, extra_models=()):
+    """Time the units of ``keys`` (then ``extra_models``) together with the reference convs; their times and the
+    drift scale (the references' first timings are written when the table has none yet)."""
+    times = measure_units(timer, [units[key] for key in references + keys], workdir, extra_models)
+    for key, us in zip(references, times):
+        if key not in writer.entries:
+            writer.add(key, us)
+    scale = float(np.median([writer.entries[r] / us for r, us in zip(references, times)]))
+    return times[len(references):], scale
 
-    Built as a static program directly (no dygraph tracing), which keeps a table of hundreds of convs fast.
+
+@dataclass
+class Calibration:
+    """How a finished table's entries were fitted to whole networks (``calibrate_table``), in microseconds."""
+    fixed_cost: float     # a predictor run's fixed cost: out of every unit's time, into run_overhead once
+    slope: float          # network time per microsecond of (unit time - fixed cost): the median over networks
+    spread: float         # the networks' own ratios, max / min: how well one slope fits them all
+    networks: int
+
+
+def calibrate_table(timer, writer, units, cfg, pricer, count=CALIBRATION_NETWORKS, seed=CALIBRATION_SEED):
+    """Fit the table's unit times to whole networks and rewrite it in its final form (see the module docstring).
+
+    ``count`` random candidates, saved as ``tools/export_model.py --without-decoder`` saves them, and a program of
+    one trivial op (its run is the fixed cost, plus that op's dispatch: under a microsecond here; a difference of
+    two programs would be the exact figure, and under load a noisy one) are timed together with the reference
+    convs, so that the drift scale puts them on the entries' footing. One parameter, a median ratio, rather than a
+    least-squares line: candidates of one input size span less than 2x in latency, over which a fitted intercept
+    is at the mercy of two noisy networks.
+    """
+    references = reference_convs(units)
+    candidates = sample_candidates(pricer.space, count, seed)
+    height, width = train_input_size(cfg)
+    with tempfile.TemporaryDirectory() as workdir:
+        models = [(save_trivial_program(os.path.join(workdir, 'trivial', 'unit')), [[1, 1, 1, 1]])]
+        for i, tokens in enumerate(candidates):
+            prefix = save_network(candidate_model(cfg, pricer, tokens), height, width,
+                                  os.path.join(workdir, 'net{}'.format(i), 'net'))
+            models.append((prefix, [[1, 3, height, width]]))
+        timer = timer.with_rounds(max(timer.rounds, CALIBRATION_ROUNDS), CALIBRATION_REPEATS)
+        times, scale = _measure_with_references(timer, writer, units, references, [], workdir, models)
+    fixed, measured = times[0] * scale, [t * scale for t in times[1:]]
+    sums = [sum(max(writer.entries[unit_key(u)] - fixed, 0.0) for u in pricer.describe_units(t)) for t in candidates]
+    ratios = [(m - fixed) / s for m, s in zip(measured, sums)]
+    slope = float(np.median(ratios))
+    final = {key: max(value - fixed, 0.0) * slope for key, value in writer.entries.items()}
+    final[RUN_OVERHEAD_KEY] = fixed
+    writer.rewrite(final)
+    return Calibration(fixed, slope, max(ratios) / min(ratios), len(candidates))
+
+
+def sample_candidates(space, count, seed):
+    """``count`` distinct random token vectors (fewer if the space is smaller)."""
+    ranges = space.range_table()
+    size = int(np.prod(ranges))
+    rng = random.Random(seed)
+    chosen = set()
+    while len(chosen) < min(count, size):
+        chosen.add(tuple(rng.randrange(r) for r in ranges))
+    return [list(t) for t in sorted(chosen)]
+
+
+def save_network(model, height, width, prefix):
+    """A candidate as ``tools/export_model.py --without-decoder`` exports it (static [1, 3, H, W], no decoder:
+    its cost depends on the weights, not the architecture): the deployed graph whose latency tables predict."""
+    return save_layer(DeployedBlazeFace(model, decoded=False), [1, 3, height, width], prefix)
+
+
+def save_unit_program(unit, prefix):
+    """Save an inference program holding just this unit, with H and W free (the head's tail: its shapes).
+
+    Built as a static program directly (no dygraph tracing), which keeps a table of hundreds of units fast. The
+    ops are the ones the deployed network runs: ``build_conv``'s conv and batch norm, ``Block``'s pool, add and
+    ReLU, ``BlazeFace``'s NHWC flattening and concats.
     """
     with _static_mode():
         main, startup = paddle.static.Program(), paddle.static.Program()
         with paddle.static.program_guard(main, startup):
-            image = paddle.static.data('x', list(input_shape), 'float32')
-            conv = paddle.nn.Conv2D(spec.in_channels, spec.out_channels, spec.kernel, spec.stride, spec.padding,
-                                    groups=spec.groups, bias_attr=False)
-            out = conv(image)
+            shapes = [[1, s[1], -1, -1] for s in unit_feeds(unit)] if unit_signature(unit)[0] != 'head_tail' \
+                else unit_feeds(unit)
+            inputs = [paddle.static.data('in{}'.format(i), shape, 'float32') for i, shape in enumerate(shapes)]
+            outputs = _unit_ops(unit, inputs)
         exe = paddle.static.Executor(paddle.CPUPlace())
         exe.run(startup)
-        paddle.static.save_inference_model(prefix, [image], [out], exe, program=main)
+        paddle.static.save_inference_model(prefix, inputs, outputs, exe, program=main)
+    return prefix
+
+
+def _unit_ops(unit, inputs):
+    if isinstance(unit, PlacedConv):
+        spec = unit.spec
+        return [paddle.nn.Conv2D(spec.in_channels, spec.out_channels, spec.kernel, spec.stride, spec.padding,
+                                 groups=spec.groups, bias_attr=False)(inputs[0])]
+    if unit.kind == 'batch_norm':  # with its running statistics, as the exported network runs it
+        return [paddle.nn.BatchNorm2D(unit.shape[0], use_global_stats=True)(inputs[0])]
+    if unit.kind == 'relu':
+        return [paddle.nn.functional.relu(inputs[0])]
+    if unit.kind == 'add':
+        return [inputs[0] + inputs[1]]
+    if unit.kind == 'max_pool':
+        return [paddle.nn.functional.max_pool2d(inputs[0], unit.pool, unit.pool, ceil_mode=True)]
+    if unit.kind == 'head_tail':
+        flat = [x.transpose([0, 2, 3, 1]).reshape([0, -1, last]) for x, last in zip(inputs, unit.last_dims)]
+        return [paddle.concat(flat[0::2], axis=1), paddle.concat(flat[1::2], axis=1)]
+    raise ValueError('no program for runtime op {!r}'.format(unit.kind))
+
+
+def save_trivial_program(prefix):
+    """One ReLU on a single value: almost nothing but a run's fixed cost."""
+    with _static_mode():
+        main, startup = paddle.static.Program(), paddle.static.Program()
+        with paddle.static.program_guard(main, startup):
+            x = paddle.static.data('in0', [1, 1, 1, 1], 'float32')
+            y = paddle.nn.functional.relu(x)
+        exe = paddle.static.Executor(paddle.CPUPlace())
+        exe.run(startup)
+        paddle.static.save_inference_model(prefix, [x], [y], exe, program=main)
     return prefix
 
 
@@ -276,18 +412,22 @@ class Timer:
     def header(self):
         return table_header(self.device, self.threads, self.onednn)
 
+    def with_rounds(self, rounds, repeats):
+        """The same device and kernels, timed over more rounds: a few networks deserve more than many units."""
+        return Timer(self.device, self.threads, self.warmup, repeats, rounds, self.onednn)
+
     def measure(self, models):
-        """Median microseconds of one run of each saved model, given as (prefix, input shape), on random input.
+        """Median microseconds of one run of each saved model, given as (prefix, input shapes), on random input.
 
         The models take turns over ``rounds`` rounds of ``repeats`` runs each, so that changing load from other
         processes on the machine slows them all alike instead of one model's whole measurement. Entries with the
         same prefix (a program with free sizes) share one predictor.
         """
         predictors, runs = {}, []
-        for prefix, shape in models:
+        for prefix, shapes in models:
             if prefix not in predictors:
                 predictors[prefix] = create_predictor(prefix, self.device, self.threads, self.onednn)
-            runs.append(_Run(predictors[prefix], shape, self.device == 'gpu'))
+            runs.append(_Run(predictors[prefix], shapes, self.device == 'gpu'))
             runs[-1].feed()
             for _ in range(self.warmup):
                 runs[-1]()
@@ -300,18 +440,20 @@ class Timer:
 
 
 class _Run:
-    """``predictor.run()`` on one input: the input is copied in before timing (``feed``) and the output stays
-    in the predictor, so only the run is timed. On a GPU each run ends with a device synchronisation, since
-    kernels are launched asynchronously."""
+    """``predictor.run()`` on fixed inputs: they are copied in before timing (``feed``) and the outputs stay in
+    the predictor, so only the run is timed. On a GPU each run ends with a device synchronisation, since kernels
+    are launched asynchronously."""
 
-    def __init__(self, predictor, shape, gpu):
+    def __init__(self, predictor, shapes, gpu):
         self.predictor, self.gpu = predictor, gpu
-        self.handle = predictor.get_input_handle(predictor.get_input_names()[0])
-        self.input = np.random.RandomState(0).standard_normal(shape).astype(np.float32)
+        rng = np.random.RandomState(0)
+        self.inputs = [(predictor.get_input_handle(name), rng.standard_normal(shape).astype(np.float32))
+                       for name, shape in zip(predictor.get_input_names(), shapes)]
 
     def feed(self):
-        self.handle.reshape(list(self.input.shape))
-        self.handle.copy_from_cpu(self.input)
+        for handle, value in self.inputs:
+            handle.reshape(list(value.shape))
+            handle.copy_from_cpu(value)
 
     def __call__(self):
         self.predictor.run()
@@ -327,10 +469,11 @@ def _time(run):
 
 class TableWriter:
     """Appends ``key<TAB>us`` lines to a table, flushed as they are measured, so an interrupted build loses at
-    most the batch it was timing and a rerun resumes from the keys already in the file."""
+    most the batch it was timing and a rerun resumes from the keys already in the file. ``rewrite`` replaces the
+    file at once with its calibrated, final form, which holds ``run_overhead,1`` (``finished``)."""
 
     def __init__(self, path, header):
-        self.path = path
+        self.path, self.header = path, tuple(header)
         self.entries = self._existing_entries(path, header)
         if not _has_content(path):
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -349,10 +492,23 @@ class TableWriter:
                               'write to another --out'.format(path, '\t'.join(table.header), '\t'.join(header)))
         return dict(table.entries)
 
+    @property
+    def finished(self):
+        return RUN_OVERHEAD_KEY in self.entries
+
     def add(self, key, microseconds):
         with open(self.path, 'a') as f:
-            f.write('{}\t{:.1f}\n'.format(key, microseconds))
+            f.write(_line(key, microseconds))
         self.entries[key] = round(microseconds, 1)
+
+    def rewrite(self, entries):
+        """The whole table at once (atomically): a kill leaves the measured one or the final one."""
+        atomic_write(self.path, '\t'.join(self.header) + '\n' + ''.join(_line(k, v) for k, v in entries.items()))
+        self.entries = {key: round(value, 1) for key, value in entries.items()}
+
+
+def _line(key, microseconds):
+    return '{}\t{:.1f}\n'.format(key, microseconds)
 
 
 def _has_content(path):

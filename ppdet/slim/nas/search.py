@@ -47,6 +47,8 @@ def history_path(save_dir, is_server):
 class NasSearch:
     def __init__(self, setup, resume_dir=None, fp16=False, loss_scale=8.0, ranks=None):
         check_search_inputs(setup)  # before the controller listens or anything is built
+        if setup.note:
+            logger.info('%s', setup.note)
         cfg = setup.cfg
         self.setup, self.cfg = setup, cfg
         self.ranks = ranks or Ranks.from_env()
