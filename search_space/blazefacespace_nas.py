@@ -78,9 +78,10 @@ class BlazeFaceNasSpace3x3(BlazeFaceNasSpace):
     initial_tokens = [2, 1, 3, 8, 2, 1, 2, 1, 0]
 
 
-def search_space_name(name, ctype):
-    """The registered space to search: a latency constraint selects the 3x3-only variant of BlazeFaceNasSpace."""
-    if name == 'BlazeFaceNasSpace' and ctype == 'latency':
+def search_space_name(name, ctype, table_prices_5x5=False):
+    """The registered space to search: a latency constraint whose table has no 5x5 convs (as the original's has
+    none) selects the 3x3-only variant of BlazeFaceNasSpace."""
+    if name == 'BlazeFaceNasSpace' and ctype == 'latency' and not table_prices_5x5:
         return 'BlazeFaceNasSpace3x3'
     return name
 
