@@ -7,6 +7,8 @@ import pytest
 import yaml
 
 from search_fixtures import run_search, tiny_config, tiny_dataset
+from test_paddledet_interop import FILE_NAME, STAND_IN_BASE, _missing_install, _run_helper
+from ppdet.slim.nas.report import PADDLEDET_BASE
 from search_space.blazefacespace_nas import STRUCTURE_END, STRUCTURE_START
 
 
@@ -93,6 +95,21 @@ def test_paddledet_structure_is_written_and_named(finished):
     assert override['BlazeNet']['double_blaze_filters'] == searched['double_blaze_filters']
     channels = [searched['double_blaze_filters'][0][2], searched['double_blaze_filters'][3][2]]
     assert override['BlazeNeck']['in_channel'] == override['FaceHead']['in_channels'] == channels
+
+
+def test_the_searched_structure_builds_in_paddledet(finished, tmp_path):
+    """The file a real search wrote, as a user copies it into PaddleDetection, built and run by its own code."""
+    if _missing_install():
+        pytest.fail(_missing_install(), pytrace=False)
+    _, save_dir, _ = finished
+    with open(os.path.join(save_dir, 'best_paddledet.yml')) as f:
+        (tmp_path / FILE_NAME).write_text(f.read())
+    (tmp_path / PADDLEDET_BASE).write_text(STAND_IN_BASE)
+    result = _run_helper(64, [str(tmp_path / FILE_NAME)], str(tmp_path))['results'][0]
+    assert result['ok'], result
+    override = yaml.safe_load((tmp_path / FILE_NAME).read_text())
+    assert [m['channels'] for m in result['features']] == override['BlazeNeck']['in_channel']
+    assert [m['stride'] for m in result['features']] == [[8.0, 8.0], [16.0, 16.0]]
 
 
 @pytest.mark.parametrize('noise', ['No ccache found', 'Setuptools is replacing distutils', 'pir_interpreter',
