@@ -52,7 +52,9 @@ def run(size, setting, seed, samples, kernels, repeat_check):
                   validate_s=round(validate_s, 1), load=round(os.getloadavg()[0], 2))
     if repeat_check:
         again, _ = tool('validate_latency_table.py', check + ['--report', table + '.again.txt'])
-        result['repeat_median_ratio'] = round(json.loads(again)['median_ratio'], 3)
+        again = json.loads(again)
+        result['repeat_median_ratio'] = round(again['median_ratio'], 3)
+        result['repeat_median_ratio_adjusted'] = round(again['median_ratio_adjusted'], 3)
     print(json.dumps(result), flush=True)
     return result
 
@@ -73,13 +75,20 @@ def write_results(rows, path, command, runtime):
              '', '- Command: `{}`'.format(command), '- Machine: {}'.format(machine()),
              '- Date: {} UTC; runtime {:.0f} s'.format(datetime.datetime.utcnow().strftime('%Y-%m-%d %H:%M'), runtime),
              '',
+             'Adjusted: measured times scaled to the machine speed of the build (speed factor: the table\'s calibration '
+             'networks, priced / measured now; see tools/validate_latency_table.py). Repeat: the same validation run '
+             'again right after, the machine\'s own variation.', '',
              '| size | setting | kernels | seed | samples | Spearman | median ratio | within +-10% | worst ratio | '
-             'repeat median ratio | build s | validate s | load |',
-             '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+             'speed factor | median adjusted | within +-10% adjusted | repeat median (adjusted) | build s | '
+             'validate s | load |',
+             '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
     for r in rows:
+        repeat = '{} ({})'.format(r['repeat_median_ratio'], r['repeat_median_ratio_adjusted']) \
+            if 'repeat_median_ratio' in r else '-'
         lines.append('| {size} | {setting} | {kernels} | {seed} | {samples} | {spearman:.3f} | {median_ratio:.3f} | '
-                     '{within_10pct:.0%} | {worst_ratio:.3f} | {repeat} | {build_s} | {validate_s} | {load} |'.format(
-                         repeat=r.get('repeat_median_ratio', '-'), **r))
+                     '{within_10pct:.0%} | {worst_ratio:.3f} | {speed_factor:.3f} | {median_ratio_adjusted:.3f} | '
+                     '{within_10pct_adjusted:.0%} | {repeat} | {build_s} | {validate_s} | {load} |'.format(
+                         repeat=repeat, **r))
     with open(path, 'w') as f:
         f.write('\n'.join(lines) + '\n')
 

@@ -176,7 +176,9 @@ def test_validation_reports_every_candidate(built, tmp_path, capsys):
     rows = [json.loads(line) for line in lines[:3]]
     last = json.loads(lines[-1])
     pricer = load_search_config(_config(tmp_path / 's.yml', table)).pricer
-    assert code == 0 and set(last) == {'samples', 'spearman', 'median_ratio', 'within_10pct', 'worst_ratio'}
+    assert code == 0 and set(last) == {'samples', 'spearman', 'median_ratio', 'within_10pct', 'worst_ratio',
+                                       'speed_factor', 'median_ratio_adjusted', 'within_10pct_adjusted'}
+    assert last['median_ratio_adjusted'] == pytest.approx(last['median_ratio'] / last['speed_factor'], rel=1e-3)
     assert last['samples'] == 3 and -1 <= last['spearman'] <= 1 and last['median_ratio'] > 0
     ratios = [row['ratio'] for row in rows]
     assert last['within_10pct'] == pytest.approx(sum(abs(r - 1) <= 0.1 for r in ratios) / 3)

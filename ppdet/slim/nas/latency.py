@@ -38,7 +38,7 @@ __all__ = ['DEVICES', 'KERNELS', 'load_table_setup', 'candidate_model', 'Deploye
            'with_kernels', 'space_units', 'missing_keys', 'reference_convs', 'measure_units', 'measure_table',
            'calibrate_table',
            'sample_candidates', 'save_network', 'save_layer', 'predictor_config', 'create_predictor', 'Timer',
-           'TableWriter', 'Calibration']
+           'TableWriter', 'Calibration', 'CALIBRATION_NETWORKS', 'CALIBRATION_SEED']
 
 DEVICES = ('cpu', 'gpu')
 KERNELS = (3, 5)
