@@ -105,6 +105,18 @@ def test_price_arch_prices_every_candidate_with_the_built_table(built, tmp_path,
         assert row['latency_us'] == pytest.approx(expected + entries[RUN_OVERHEAD_KEY])
 
 
+def test_price_arch_quantile_is_a_bound_admitting_that_share(built, tmp_path, monkeypatch, capsys):
+    _, table = built
+    config = _config(tmp_path / 'search.yml', table)
+    monkeypatch.setattr(sys, 'argv', ['price_arch.py', '-c', config, '--quantile', '0.5'])
+    price_tool.main()
+    bound = int(capsys.readouterr().out.strip())
+    setup = load_search_config(config)
+    prices = sorted(setup.pricer.price(list(t) + [0] * 5).latency_us
+                    for t in itertools.product(range(2), range(1), range(2), range(2)))
+    assert prices[3] <= bound <= prices[4]  # the median of the 8 candidates of the space
+
+
 def test_an_interrupted_build_resumes_with_the_missing_keys_only(tmp_path, monkeypatch, capsys):
     config, table = _config(tmp_path / 'tiny.yml'), str(tmp_path / 'table.txt')
     real = latency.measure_units

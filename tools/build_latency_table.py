@@ -15,6 +15,7 @@ machine's speed. Rerun the same command after an interruption: only the missing 
 CPU tables default to one thread and Paddle's own kernels, the setting whose per-op times add up to whole
 networks (docs/latency.md); --threads and --onednn measure other settings, recorded in the header.
 """
+import logging
 import os
 import sys
 import time
@@ -28,6 +29,9 @@ from ppdet.core.workspace import ConfigError  # noqa: E402
 from ppdet.slim.nas.constraint import CandidatePricer, train_input_size  # noqa: E402
 from ppdet.slim.nas.latency import (TableWriter, Timer, calibrate_table, load_table_setup,  # noqa: E402
                                     measure_table, missing_keys, space_units, with_kernels)
+
+
+NOISY_SPREAD = 1.25  # calibration ratios of one quiet build here spread x1.07; loaded ones x1.5 and more
 
 
 def parse_kernels(text):
@@ -79,6 +83,10 @@ def main(argv=None):
             fit = calibrate_table(timer, writer, units, setup.cfg, pricer)
             print('calibrated on {} networks: run fixed cost (run_overhead) {:.1f} us, units x {:.3f} (the networks\' '
                   'ratios spread x{:.3f})'.format(fit.networks, fit.fixed_cost, fit.slope, fit.spread), flush=True)
+            if fit.spread > NOISY_SPREAD:
+                logging.warning('the calibration networks disagree by x%.2f: the machine\'s speed changed during the '
+                                'build (other load?); for absolute latencies rebuild on a quieter machine (the '
+                                'ranking is less affected)', fit.spread)
     except KeyboardInterrupt:
         print('interrupted; rerun the same command to measure the remaining keys', file=sys.stderr)
         sys.exit(130)

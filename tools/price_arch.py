@@ -1,16 +1,25 @@
 """Price candidates without training: one JSON object per line.
 
     python tools/price_arch.py -c blazeface.yml --tokens 2,1,3,8,2,1,2,1,0 [--tokens ...] [-o Constraint.table_file=PATH]
+    python tools/price_arch.py -c demo.yml --quantile 0.45 [--samples 2000]
+
+--quantile Q prints one number instead: the constraint's metric (FLOPs, or latency in us) at that quantile of
+--samples random candidates of the space (seed 0), i.e. a max_constraint that admits a share Q of the space on the
+device the table describes. `make demo` sets its limit this way, since a table of a small shared VM moves with the
+machine's speed.
 """
 import json
 import os
 import sys
+
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ppdet.core.cli import ArgsParser, run_cli  # noqa: E402
 from ppdet.core.workspace import ConfigError  # noqa: E402
 from ppdet.slim.nas.config import load_search_config  # noqa: E402
+from ppdet.slim.nas.latency import sample_candidates  # noqa: E402
 
 
 def parse_tokens(text):
@@ -21,12 +30,32 @@ def parse_tokens(text):
                           .format(text)) from None
 
 
+def space_quantile(setup, quantile, samples):
+    """The constraint's metric at ``quantile`` over ``samples`` random candidates (priced ones only), rounded."""
+    if not 0 < quantile < 1 or samples < 1:
+        raise ConfigError('--quantile must be between 0 and 1 and --samples positive, got {} and {}'.format(
+            quantile, samples))
+    values = [setup.constraint.value(setup.pricer.price(t)) for t in sample_candidates(setup.space, samples, 0)]
+    values = [v for v in values if v is not None]
+    if not values:
+        raise ConfigError('Constraint.table_file prices none of {} random candidates; build it for this config'.format(
+            samples))
+    return int(round(float(np.quantile(values, quantile))))
+
+
 def main():
     parser = ArgsParser(description=__doc__)
-    parser.add_argument('--tokens', action='append', required=True, type=str,
+    parser.add_argument('--tokens', action='append', type=str,
                         help='a token vector, comma-separated; repeat for more candidates')
+    parser.add_argument('--quantile', type=float, help='print the metric at this quantile of the space (0 to 1)')
+    parser.add_argument('--samples', type=int, default=2000, help='random candidates for --quantile')
     args = parser.parse_args()
+    if bool(args.tokens) == (args.quantile is not None):
+        raise ConfigError('give --tokens (candidates to price) or --quantile (a bound for the space), not both')
     setup = load_search_config(args.config, args.opt)
+    if args.quantile is not None:
+        print(space_quantile(setup, args.quantile, args.samples), flush=True)
+        return
     for text in args.tokens:
         tokens = parse_tokens(text)
         try:
