@@ -3,6 +3,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, 'tools'))
@@ -49,3 +50,32 @@ def tiny_config(tmp_path, dataset, **values):
 def run_search(config, *args, timeout=600):
     return subprocess.run([sys.executable, '-u', os.path.join(REPO, 'train_nas.py'), '-c', config, *args],
                           capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def processes_with(marker):
+    """Pids of running processes (other than this one) whose command line contains ``marker``: a test's own
+    processes carry its tmp path, so whatever still shows it after the test was left behind."""
+    found = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open('/proc/{}/cmdline'.format(entry), 'rb') as f:
+                cmdline = f.read().replace(b'\0', b' ').decode(errors='replace')
+            with open('/proc/{}/stat'.format(entry)) as f:
+                zombie = f.read().rsplit(')', 1)[1].split()[0] == 'Z'
+        except OSError:
+            continue
+        if marker in cmdline and not zombie:
+            found.append(int(entry))
+    return found
+
+
+def wait_until_gone(marker, timeout=5.0):
+    """The processes still showing ``marker`` after ``timeout`` seconds (an empty list when all ended)."""
+    deadline = time.time() + timeout
+    while True:
+        left = processes_with(marker)
+        if not left or time.time() >= deadline:
+            return left
+        time.sleep(0.2)
