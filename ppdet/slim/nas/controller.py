@@ -64,9 +64,10 @@ class AnnealingController(SAController):
     """SAController with atomic checkpoints of everything a restarted host needs, candidates in flight included,
     and a random restart when the neighbourhood is exhausted."""
 
-    def __init__(self, *args, in_flight=None, **kwargs):
+    def __init__(self, *args, in_flight=None, to_tell=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._in_flight = dict(in_flight or {})  # token text -> the client training it
+        self._to_tell = dict(to_tell or {})  # clients that asked for tokens and were not yet told 'done' -> 1
 
     def _save_checkpoint(self, output_dir):
         scene = {k: v for k, v in self.__dict__.items() if k not in ('_checkpoints', '_constrain_func')}
@@ -94,8 +95,17 @@ class AnnealingController(SAController):
                         client, ' and '.join(lost))
         tokens = self.next_tokens()
         self._in_flight[token_text(tokens)] = client
+        self._to_tell[client] = 1
         self._persist()
         return tokens
+
+    def told_done(self, client):
+        """``client`` heard the search is complete: the host need not wait for it any more."""
+        if self._to_tell.pop(client, None) is not None:
+            self._persist()
+
+    def clients_to_tell(self):
+        return sorted(self._to_tell)
 
     def take_back(self, tokens):
         """A client priced the candidate out: it is not in flight any more (and stays sampled)."""
@@ -159,7 +169,6 @@ class SafeControllerServer(ControllerServer):
         _close_in_forked_children(self._socket_server)
         self._ip, self._port = self._socket_server.getsockname()[:2]
         self.failure = None  # the SaveError that stopped the server
-        self._not_told_done = set()  # clients that asked for tokens and have not yet been told the search is done
         self._thread = Thread(target=self.run, daemon=True)
         self._thread.start()
 
@@ -173,8 +182,9 @@ class SafeControllerServer(ControllerServer):
         return len(self._controller.in_flight)
 
     def clients_to_tell(self):
-        """Clients that will ask again and should hear 'done' rather than find the server gone."""
-        return len(self._not_told_done)
+        """Clients that will ask again and should hear 'done' rather than find the server gone (kept across a
+        restart of the host: a client between two candidates must not find the search ended without word)."""
+        return len(self._controller.clients_to_tell())
 
     def run(self):
         while not self._closed:
@@ -198,10 +208,11 @@ class SafeControllerServer(ControllerServer):
         message = message.strip('\n')
         if message.split('\t')[0] == 'next_tokens':
             client = message.partition('\t')[2]
+            if not client:
+                return 'error'
             if self.finished():
-                self._not_told_done.discard(client)
+                self._controller.told_done(client)
                 return 'done'
-            self._not_told_done.add(client)
             return token_text(self._controller.hand_out(client))
         if message == 'current_info':
             return repr({'best_tokens': self._controller.best_tokens, 'best_reward': self._controller.max_reward,
@@ -409,7 +420,8 @@ def _scene_problem(scene, ranges):
               ('_best_tokens', scene['_best_tokens'] is not None and bad_tokens(scene['_best_tokens']),
                'null or tokens within the range table'),
               ('_searched', not isinstance(scene['_searched'], dict), 'a mapping of tokens to rewards'),
-              ('_in_flight', not isinstance(scene.get('_in_flight', {}), dict), 'a mapping of tokens to clients')]
+              ('_in_flight', not isinstance(scene.get('_in_flight', {}), dict), 'a mapping of tokens to clients'),
+              ('_to_tell', not isinstance(scene.get('_to_tell', {}), dict), 'a mapping of client names')]
     for key, wrong, should in checks:
         if wrong:
             return '"{}"'.format(key), '{} is {!r}; it should be {}'.format(key, scene[key], should)
@@ -458,7 +470,7 @@ class SearchController:
         if scene is not None:
             state = dict(init_tokens=scene['_tokens'], reward=scene['_reward'], max_reward=scene['_max_reward'],
                          iters=scene['_iter'], best_tokens=scene['_best_tokens'], searched=scene['_searched'],
-                         in_flight=scene.get('_in_flight'))
+                         in_flight=scene.get('_in_flight'), to_tell=scene.get('_to_tell'))
             in_flight = scene.get('_in_flight') or {}
             logger.info('controller restored from %s: %d rewarded, %d sampled in all, %d in flight%s', load_checkpoint,
                         scene['_iter'], len(scene['_searched']), len(in_flight),
@@ -510,14 +522,16 @@ class SearchController:
         until the other clients have been told the search is done (at most ``goodbye_seconds``)."""
         if self.server is None:
             return
-        self.server._not_told_done.discard(self.client.client_name)  # the host itself is done
+        self.controller.told_done(self.client.client_name)  # the host itself is done
         for pending, limit, what in ((self.server.in_flight, timeout, 'candidate(s) in flight on other clients'),
                                      (self.server.clients_to_tell, goodbye_seconds, 'client(s) to finish')):
-            deadline = time.time() + limit
+            deadline, logged_count, logged_at = time.time() + limit, None, 0.0
             while pending() and time.time() < deadline:
                 if self.server.failure is not None:
                     raise self.server.failure
-                logger.info('waiting for %d %s', pending(), what)
+                if pending() != logged_count or time.time() - logged_at >= 60:  # on change, else once a minute
+                    logger.info('waiting for %d %s (at most %.0fs more)', pending(), what, deadline - time.time())
+                    logged_count, logged_at = pending(), time.time()
                 time.sleep(poll)
             if pending():
                 logger.warning('stopped waiting for %d %s', pending(), what)

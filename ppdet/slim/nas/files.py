@@ -175,9 +175,10 @@ def claim_history(save_dir, is_server, resume):
             raise ConfigError('save_dir {}: another search is running there (it holds {}.lock); stop it or set '
                               'save_dir elsewhere'.format(save_dir, path))
         return History(path, HOST_CLIENT)
-    if resume:
-        for path in sorted(glob.glob(os.path.join(save_dir, 'search_history_*.csv'))):
-            if _lock(path + '.lock'):
+    if resume:  # a client's lock file is made with its name: it may have died before writing any row
+        for lock in sorted(glob.glob(os.path.join(save_dir, 'search_history_*.csv.lock'))):
+            if _lock(lock):
+                path = lock[:-len('.lock')]
                 return History(path, _client_name(path))
     name = '{}_{}'.format(socket.gethostname(), os.getpid())
     path = os.path.join(save_dir, 'search_history_{}.csv'.format(name))
