@@ -1,14 +1,16 @@
 """Soak test of a whole search: a host and two clients on 127.0.0.1, killed with SIGKILL at random moments and
 restarted with -r, until the search ends; then the invariants of issue 15 are checked.
 
-    python bench/soak.py [--steps 20] [--kills 10] [--seed 0] [--minutes 30] [--max-iters 150] [--work DIR]
+    python bench/soak.py [--steps 20] [--kills 10] [--seed 0] [--minutes 30] [--max-iters 150] [--no-aim]
+                         [--work DIR]
 
 Each role (host, client1, client2) goes through these states:
 
     started -> searching --kill -9--> dead --(0..3 s)--> restarted with -r -> searching ... -> exited
 
 Kills come every 1..5 s (random), on a random running role, while the controller has fewer than ``steps``
-rewards; the host is among the victims (forced for the last kill if chance has spared it). A kill point is the
+rewards; the host is among the victims (forced for the last kill if chance has spared it). Random times mostly
+land in training; so (unless --no-aim) half of the kills wait up to 15 s for a moment of AIMED instead. A kill point is the
 victim's role and the phase its log was in (training, evaluating, after a reward, waiting for the controller, ...).
 At the end: every process exited 0; exactly ``steps`` candidates rewarded in the histories, each once; no
 candidate trained (weights saved) twice; every history valid; the checkpoint's count and best equal to the
@@ -47,6 +49,10 @@ PHASES = [('<<<------', 'candidate starting'), ('iter:', 'training'), ('TrainRea
           ('waiting for', 'waiting for clients'), ('search complete', 'finishing'), ('All steps end', 'finishing')]
 KILL_EVERY = (1.0, 5.0)
 RESTART_AFTER = (0.0, 3.0)
+# with --aim, half of the kills wait (at most AIM_SECONDS) for one of these moments, which random times rarely hit
+AIMED = ['candidate starting', 'evaluating', 'reward recorded', 'after a reward', 'after a skip',
+         'waiting for the controller', 'reconnected', 'restored']
+AIM_SECONDS = 15.0
 
 
 @dataclass
@@ -87,6 +93,12 @@ class Role:
                 if marker in line:
                     return phase
         return 'starting'
+
+    def wait_for(self, phase, seconds):
+        """Poll the log until it shows ``phase`` (or ``seconds`` pass, or the process ends)."""
+        deadline = time.time() + seconds
+        while time.time() < deadline and self.running() and self.phase() != phase:
+            time.sleep(0.02)
 
     def kill(self):
         """SIGKILL this role's process; its data workers must end on their own."""
@@ -158,9 +170,9 @@ def _rewarded(save_dir):
         return 0
 
 
-def run_soak(work, steps=8, kills=3, seed=0, seconds=600, max_iters=150):
+def run_soak(work, steps=8, kills=3, seed=0, seconds=600, max_iters=150, aim=False):
     """The soak in ``work`` (a fresh directory); returns a SoakResult whose ``problems`` are the broken
-    invariants (empty when all hold)."""
+    invariants (empty when all hold). ``aim``: half of the kills wait for a moment from AIMED."""
     rng = random.Random(seed)
     host_cfg, client_cfg = _configs(work, steps, max_iters)
     save_dir, logs = os.path.join(work, 'out'), _mkdir(work, 'logs')
@@ -186,6 +198,10 @@ def run_soak(work, steps=8, kills=3, seed=0, seconds=600, max_iters=150):
             victim = roles[0] if host_spared and len(result.kills) == kills - 1 and roles[0].running() else (
                 rng.choice(running) if running else None)
             if victim is not None:
+                if aim and rng.random() < 0.5:
+                    victim.wait_for(rng.choice(AIMED), AIM_SECONDS)
+                if not victim.running():
+                    continue
                 result.kills.append(victim.kill())
                 victim.restart_at = time.time() + rng.uniform(*RESTART_AFTER)
             next_kill = time.time() + rng.uniform(*KILL_EVERY)
@@ -254,11 +270,12 @@ def main():
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--minutes', type=float, default=30)
     parser.add_argument('--max-iters', type=int, default=150, help='per candidate (64x64 images, batch 4)')
+    parser.add_argument('--no-aim', action='store_true', help='kill at random times only (no aimed moments)')
     parser.add_argument('--work', default=None, help='a fresh directory (default: a new one under /tmp)')
     args = parser.parse_args()
     work = args.work or tempfile.mkdtemp(prefix='blazeface_soak_')
     os.makedirs(work, exist_ok=True)
-    result = run_soak(work, args.steps, args.kills, args.seed, args.minutes * 60, args.max_iters)
+    result = run_soak(work, args.steps, args.kills, args.seed, args.minutes * 60, args.max_iters, not args.no_aim)
     print(json.dumps(dict(result.summary(), work=work)), flush=True)
     return 1 if result.problems or processes_with(work) else 0
 

@@ -158,6 +158,20 @@ def test_client_asking_again_releases_what_it_lost(tmp_path, caplog):
         host.close()
 
 
+def test_a_restarted_host_gets_back_the_step_its_lost_candidate_held(tmp_path):
+    port = free_port()
+    first = _host(tmp_path, port, steps=1)
+    lost = first.next_tokens()
+    first.close()  # killed while training the last candidate of the search
+    second = _host(tmp_path, port, load=str(tmp_path), steps=1)
+    try:
+        again = second.next_tokens()
+        assert again is not None and again != lost, 'the search is not complete: its one step was never rewarded'
+        assert second.server.in_flight() == 1
+    finally:
+        second.close()
+
+
 def test_client_waits_for_a_late_controller_and_logs_once(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     port = free_port()

@@ -81,18 +81,20 @@ class AnnealingController(SAController):
     def in_flight(self):
         return self._in_flight
 
-    def hand_out(self, client):
-        """New tokens for ``client``, in flight until rewarded or skipped, written down before they are sent.
-
-        A client asks only when it trains nothing, so a candidate it still holds was lost with its previous
-        process (killed, restarted with -r): it is released, and its tokens are never sampled again.
-        """
+    def release(self, client):
+        """``client`` asks for tokens, so it trains nothing: a candidate it still holds was lost with its previous
+        process (killed, restarted with -r). It is released (its tokens are never sampled again), before the
+        search is judged complete: otherwise the host would wait for it forever."""
         lost = [text for text, owner in self._in_flight.items() if owner == client]
         for text in lost:
             del self._in_flight[text]
         if lost:
             logger.info('controller: client %s asks again, so %s was lost with its previous process; released',
                         client, ' and '.join(lost))
+            self._persist()
+
+    def hand_out(self, client):
+        """New tokens for ``client``, in flight until rewarded or skipped, written down before they are sent."""
         tokens = self.next_tokens()
         self._in_flight[token_text(tokens)] = client
         self._to_tell[client] = 1
@@ -210,6 +212,7 @@ class SafeControllerServer(ControllerServer):
             client = message.partition('\t')[2]
             if not client:
                 return 'error'
+            self._controller.release(client)
             if self.finished():
                 self._controller.told_done(client)
                 return 'done'
