@@ -45,7 +45,7 @@ PHASES = [('<<<------', 'candidate starting'), ('iter:', 'training'), ('TrainRea
           ('EvalReader epoch', 'evaluating'), ('Controller - iter', 'reward recorded'),
           ('search step', 'after a reward'), (' skipped', 'after a skip'), (' unpriced', 'after a skip'),
           ('is not up yet', 'waiting for the controller'), ('stopped answering', 'waiting for the controller'),
-          ('answers again', 'reconnected'), ('controller restored', 'restored'),
+          ('answers', 'reconnected'), ('controller restored', 'restored'),
           ('waiting for', 'waiting for clients'), ('search complete', 'finishing'), ('All steps end', 'finishing')]
 KILL_EVERY = (1.0, 5.0)
 RESTART_AFTER = (0.0, 3.0)

@@ -43,7 +43,8 @@ CHECKPOINT_NAME = 'sanas.checkpoints'
 LOOPBACK = '127.0.0.1'
 MAX_MESSAGE = 65536
 DEFAULT_CONTROLLER_WAIT = 300  # seconds a client waits for a controller that stopped answering
-MAX_BACKOFF = 10.0
+FIRST_RETRY = 0.5  # seconds; until the controller first answers, it is polled at this pace (a host may live seconds)
+MAX_BACKOFF = 5.0  # seconds between attempts at most, after it stopped answering
 
 
 class ControllerGone(RuntimeError):
@@ -313,7 +314,7 @@ class SafeControllerClient:
         """The reply to ``message``; a refused or reset connection, or one closed without an answer (a host
         killed mid-request, or one that could not write the request down), is tried again until the deadline."""
         wait_seconds = self.wait_seconds if wait_seconds is None else wait_seconds
-        started, delay = time.time(), 0.5
+        started, delay, told = time.time(), FIRST_RETRY, False
         while True:
             try:
                 reply = self._exchange(message)
@@ -322,18 +323,20 @@ class SafeControllerClient:
                 problem = e.strerror or str(e)
             waited = time.time() - started
             if problem is None:
-                if waited > 1:
-                    logger.info('controller at %s:%s answers again (after %.0fs)', *self.address, waited)
+                if told:
+                    logger.info('controller at %s:%s answers%s (after %.0fs)', *self.address,
+                                ' again' if self._reached else '', waited)
                 self._reached = True
                 return reply
             if waited >= wait_seconds:
                 raise ControllerGone('controller at {}:{} is not reachable ({}; waited {:.0f}s, controller_wait '
                                      'is {}s)'.format(*self.address, problem, waited, wait_seconds))
-            if delay == 0.5:  # the first failed attempt of this outage
+            if not told:  # one line per outage
+                told = True
                 logger.warning('controller at %s:%s %s (%s); retrying for up to %ds', *self.address,
                                'stopped answering' if self._reached else 'is not up yet', problem, wait_seconds)
             time.sleep(min(delay, max(wait_seconds - waited, 0.05)))
-            delay = min(delay * 2, MAX_BACKOFF)
+            delay = min(delay * 2, MAX_BACKOFF) if self._reached else FIRST_RETRY
 
     def check_controller(self):
         """Fail at once, in one line, when what answers at the address is not a controller (not a hang)."""
