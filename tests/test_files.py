@@ -74,6 +74,7 @@ def test_a_resumed_client_takes_over_a_dead_clients_history_only(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+    os.unlink(mine.path + '.lock')  # this process claimed once already; a real client claims once per process
     adopted = claim_history(save_dir, False, True)
     assert adopted.owner == alive and len(adopted.rows) == 1, 'a dead client\'s history is resumed under its name'
     assert claim_history(save_dir, False, False).owner != alive, 'without -r: a history of its own'

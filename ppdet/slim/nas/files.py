@@ -1,10 +1,14 @@
 """Crash-safe files: what a search has learned must survive a kill at any moment, a full disk, or a hand edit."""
 import csv
-import fcntl
 import glob
 import io
 import os
 import socket
+
+try:
+    import fcntl
+except ImportError:  # Windows: no POSIX locks; a resumed client then always starts a history of its own
+    fcntl = None
 
 from ppdet.core.workspace import ConfigError
 
@@ -144,8 +148,10 @@ def _make_dir(directory):
 
 def _lock(path):
     """Hold an exclusive lock on ``path`` (created if need be) for this process's lifetime; False if another
-    live process holds it. POSIX record locks are not inherited by forked data workers and end with the process,
-    ``kill -9`` included."""
+    live process holds it (True, unchecked, where there are no POSIX locks). POSIX record locks are not
+    inherited by forked data workers and end with the process, ``kill -9`` included."""
+    if fcntl is None:
+        return True
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
@@ -175,7 +181,7 @@ def claim_history(save_dir, is_server, resume):
             raise ConfigError('save_dir {}: another search is running there (it holds {}.lock); stop it or set '
                               'save_dir elsewhere'.format(save_dir, path))
         return History(path, HOST_CLIENT)
-    if resume:  # a client's lock file is made with its name: it may have died before writing any row
+    if resume and fcntl is not None:  # a client's lock file is made with its name: it may have died before writing any row
         for lock in sorted(glob.glob(os.path.join(save_dir, 'search_history_*.csv.lock'))):
             if _lock(lock):
                 path = lock[:-len('.lock')]
