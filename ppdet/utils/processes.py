@@ -10,8 +10,9 @@ child this search starts calls ``die_with_parent`` first:
 - everywhere: a watchdog thread that compares ``os.getppid()`` with the parent's pid every second, in case
   the signal is not available (macOS, BSD) or the parent died before the request took effect.
 
-Either way the child removes the shared-memory files it created for batches nobody will read any more, then
-leaves with ``os._exit`` (a normal exit would wait for queue threads writing to the dead parent).
+Either way the child runs its cleanup (a DataLoader worker removes the shared-memory files it made for batches
+nobody will read any more), then leaves with ``os._exit`` (a normal exit would wait for queue threads writing to
+the dead parent).
 On Windows, where a parent's death is not visible through ``getppid``, nothing of this applies.
 """
 import ctypes
