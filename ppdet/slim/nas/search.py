@@ -68,12 +68,12 @@ class NasSearch:
             finally:
                 self.ranks.broadcast(None)  # releases the other ranks
             self.controller.wait_for_others(float(self.cfg.get('max_client_wait', 86400)))
+            return self.finish()
         except ControllerGone as e:
             raise SearchError('{}; this client stops, its history is in {} (resume it with -r {})'.format(
                 e, self.history.path, self.save_dir)) from None
         except SaveError as e:
             raise SearchError(str(e)) from None
-        return self.finish()
 
     def _resend_rewards(self):
         """A restarted client may have died between writing its history and sending the reward."""
