@@ -1,4 +1,5 @@
 import os
+import signal
 import sys
 
 import pytest
@@ -28,3 +29,15 @@ def run_tool_main(main, argv, capsys):
         code = e.code
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+@pytest.fixture(scope='session', autouse=True)
+def no_process_left_behind(tmp_path_factory):
+    """The processes tests start carry the session's tmp path in their command line: none may outlive the suite
+    (they are killed, and the session errs, if one does)."""
+    yield
+    from search_fixtures import wait_until_gone
+    left = wait_until_gone(str(tmp_path_factory.getbasetemp()), timeout=5)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, 'processes left running after the tests: {}'.format(left)

@@ -1,8 +1,10 @@
 """A tiny synthetic WIDER set and a tiny search config, shared by the search tests."""
 import os
+import pathlib
 import socket
 import subprocess
 import sys
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, 'tools'))
@@ -28,6 +30,7 @@ def tiny_dataset(root):
 
 def tiny_config(tmp_path, dataset, **values):
     """demo.yml at 64x64 with a few iterations; ``values`` replace top-level scalar keys."""
+    tmp_path = pathlib.Path(tmp_path)
     with open(os.path.join(REPO, 'demo.yml')) as f:
         text = f.read().replace('96', '64').replace('dataset/synthetic_wider_face', dataset)
     # a FLOPs limit: the demo's latency table is built by `make demo` for the machine, not shipped
@@ -49,3 +52,45 @@ def tiny_config(tmp_path, dataset, **values):
 def run_search(config, *args, timeout=600):
     return subprocess.run([sys.executable, '-u', os.path.join(REPO, 'train_nas.py'), '-c', config, *args],
                           capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def _ancestors():
+    """This process and those it runs under (a shell or ``timeout`` whose command line may show the marker)."""
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            with open('/proc/{}/stat'.format(pid)) as f:
+                pid = int(f.read().rsplit(')', 1)[1].split()[1])
+        except OSError:
+            break
+    return pids
+
+
+def processes_with(marker):
+    """Pids of running processes (other than this one and its ancestors) whose command line contains ``marker``:
+    a test's own processes carry its tmp path, so whatever still shows it after the test was left behind."""
+    found, mine = [], _ancestors()
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit() or int(entry) in mine:
+            continue
+        try:
+            with open('/proc/{}/cmdline'.format(entry), 'rb') as f:
+                cmdline = f.read().replace(b'\0', b' ').decode(errors='replace')
+            with open('/proc/{}/stat'.format(entry)) as f:
+                zombie = f.read().rsplit(')', 1)[1].split()[0] == 'Z'
+        except OSError:
+            continue
+        if marker in cmdline and not zombie:
+            found.append(int(entry))
+    return found
+
+
+def wait_until_gone(marker, timeout=5.0):
+    """The processes still showing ``marker`` after ``timeout`` seconds (an empty list when all ended)."""
+    deadline = time.time() + timeout
+    while True:
+        left = processes_with(marker)
+        if not left or time.time() >= deadline:
+            return left
+        time.sleep(0.2)

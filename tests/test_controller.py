@@ -1,13 +1,18 @@
-"""The controller server on a real loopback socket: safe defaults and robustness against bad input."""
+"""The controller server on a real loopback socket: safe defaults, robustness against bad input, and state that
+survives a crash of the host."""
+import json
+import logging
 import os
 import socket
 import threading
+import time
 
 import pytest
 
 from ppdet.core.workspace import ConfigError
-from ppdet.slim.nas.controller import (AnnealingController, SafeControllerClient, SearchController,
-                                       resolve_server_ip)
+from ppdet.slim.nas.controller import (AnnealingController, ControllerGone, NotAController, SafeControllerClient,
+                                       SearchController, resolve_server_ip)
+from ppdet.slim.nas.files import SaveError
 from search_fixtures import free_port
 from search_space import BlazeFaceNasSpace
 
@@ -107,3 +112,160 @@ def test_checkpoint_is_atomic_json(controller, tmp_path):
     controller.reward(tokens, 0.3, 1)
     names = os.listdir(str(tmp_path))
     assert 'sanas.checkpoints' in names and not [n for n in names if '.tmp' in n]
+
+
+def _host(save_dir, port, load=None, steps=10):
+    return SearchController('BlazeFaceNasSpace', BlazeFaceNasSpace(), '', port, True, None, 0.85, steps,
+                            str(save_dir), load, client_name='host')
+
+
+def test_host_restart_keeps_candidates_in_flight_and_counts_once(tmp_path):
+    port = free_port()
+    first = _host(tmp_path, port, steps=3)
+    other = SafeControllerClient('127.0.0.1', port, first.key, 'client-a', wait_seconds=5)
+    theirs = other.next_tokens()
+    mine = first.next_tokens()
+    assert first.reward(mine, 0.4, 1)
+    first.close()  # the host "crashes": only what is on disk survives
+    second = _host(tmp_path, port, load=str(tmp_path), steps=3)
+    try:
+        assert second.server.in_flight() == 1 and second.rewarded == 1
+        assert second.controller.in_flight == {','.join(map(str, theirs)): 'client-a'}
+        assert other.update(theirs, 0.7, 1) and other.update(theirs, 0.9, 1)  # a late reward, then a retry
+        assert second.rewarded == 2 and second.best() == (theirs, 0.7)
+        assert second.reward(mine, 0.1, 1) and second.rewarded == 2  # the restarted host re-sends its own
+        assert not second.server.finished()
+        third = second.next_tokens()
+        assert second.server.finished(), 'two rewards and one in flight make the 3 steps'
+        assert other.next_tokens() is None
+        assert second.reward(third, 0.2, 3) and second.rewarded == 3
+    finally:
+        second.close()
+
+
+def test_client_asking_again_releases_what_it_lost(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    port = free_port()
+    host = _host(tmp_path, port, steps=2)
+    try:
+        client = SafeControllerClient('127.0.0.1', port, host.key, 'client-a')
+        lost = client.next_tokens()
+        again = client.next_tokens()  # the client was killed and resumed under its name
+        assert lost != again and host.controller.in_flight == {','.join(map(str, again)): 'client-a'}
+        assert 'was lost with its previous process' in caplog.text
+        assert host.controller._searched[str(lost)] == -1, 'a lost candidate is never sampled again'
+    finally:
+        host.close()
+
+
+def test_a_restarted_host_gets_back_the_step_its_lost_candidate_held(tmp_path):
+    port = free_port()
+    first = _host(tmp_path, port, steps=1)
+    lost = first.next_tokens()
+    first.close()  # killed while training the last candidate of the search
+    second = _host(tmp_path, port, load=str(tmp_path), steps=1)
+    try:
+        again = second.next_tokens()
+        assert again is not None and again != lost, 'the search is not complete: its one step was never rewarded'
+        assert second.server.in_flight() == 1
+    finally:
+        second.close()
+
+
+def test_client_waits_for_a_late_controller_and_logs_once(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    port = free_port()
+    client = SafeControllerClient('127.0.0.1', port, str([('BlazeFaceNasSpace', None)]), 'c', wait_seconds=30)
+    started = {}
+    timer = threading.Timer(3.0, lambda: started.setdefault('host', _host(tmp_path, port)))
+    timer.start()
+    try:
+        client.check_controller()
+        assert len(client.next_tokens()) == 9
+    finally:
+        timer.join()
+        started['host'].close()
+    waits = [r for r in caplog.records if 'retrying for up to 30s' in r.getMessage()]
+    assert len(waits) == 1 and 'is not up yet' in waits[0].getMessage()
+    assert 'answers (after' in caplog.text
+
+
+def test_client_gives_up_after_controller_wait(tmp_path):
+    client = SafeControllerClient('127.0.0.1', free_port(), 'k', 'c', wait_seconds=1.5)
+    with pytest.raises(ControllerGone, match='waited 2s, controller_wait is 1.5s'):
+        client.next_tokens()
+
+
+@pytest.mark.parametrize('answer', [b'HTTP/1.0 400 Bad Request\r\n\r\n', None])
+def test_something_else_on_the_port_is_one_clear_error(answer):
+    with socket.socket() as other:
+        other.bind(('127.0.0.1', 0))
+        other.listen(1)
+        port = other.getsockname()[1]
+
+        def serve():
+            conn, _ = other.accept()
+            with conn:
+                conn.recv(1024)
+                if answer is None:
+                    time.sleep(8)  # a service that never answers
+                else:
+                    conn.sendall(answer)
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        start = time.time()
+        with pytest.raises(NotAController, match='server_port {}: something answers there, but not'.format(port)):
+            SafeControllerClient('127.0.0.1', port, 'k', 'c', wait_seconds=60).check_controller()
+        assert time.time() - start < 7
+
+
+def _checkpoint(tmp_path):
+    host = _host(tmp_path, free_port())
+    tokens = host.next_tokens()
+    host.reward(tokens, 0.5, 1)
+    host.next_tokens()
+    host.close()
+    return tmp_path / 'sanas.checkpoints'
+
+
+def test_truncated_checkpoint_names_file_and_line(tmp_path):
+    path = _checkpoint(tmp_path)
+    text = path.read_text()
+    path.write_text(text[:len(text) // 2])
+    with pytest.raises(ConfigError, match=r'sanas.checkpoints line \d+: not a valid checkpoint'):
+        _host(tmp_path, free_port(), load=str(tmp_path))
+
+
+@pytest.mark.parametrize('edit, message, on_line', [
+    (lambda s: s.update(_iter=7), '_iter is 7 but 1 candidates have rewards', '"_iter"'),
+    (lambda s: s['_searched'].update({'[1, 2]': 0.3}), "_searched entry '[1, 2]'", '"[1, 2]"'),
+    (lambda s: s.update(_in_flight={'2,1,3,8,2,1,2,1,1': ''}), '_in_flight entry', '"2,1,3,8,2,1,2,1,1"'),
+    (lambda s: s.update(_tokens='2 1 3'), '_tokens is', '"_tokens"'),
+    (lambda s: s.pop('_searched'), 'no _searched', None)])
+def test_hand_edited_checkpoint_names_file_and_line(tmp_path, edit, message, on_line):
+    path = _checkpoint(tmp_path)
+    scene = json.loads(path.read_text())
+    edit(scene)
+    text = json.dumps(scene, indent=1)
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        _host(tmp_path, free_port(), load=str(tmp_path))
+    where, line = str(error.value).split(': ', 1)[0].rsplit(' line ', 1)
+    assert where == str(path) and message in str(error.value)
+    if on_line is not None:
+        assert on_line in text.splitlines()[int(line) - 1]
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_the_host_and_keeps_the_old_file(tmp_path):
+    host = _host(tmp_path, free_port())
+    try:
+        tokens = host.next_tokens()
+        path = tmp_path / 'sanas.checkpoints'
+        before = path.read_text()
+        os.symlink('/dev/full', '{}.tmp.{}'.format(path, os.getpid()))  # the next write finds the disk full
+        with pytest.raises(SaveError, match='cannot write {} .No space left on device'.format(path)):
+            host.reward(tokens, 0.5, 1)
+        assert path.read_text() == before
+        assert not [n for n in os.listdir(str(tmp_path)) if '.tmp' in n], 'the partial file is removed'
+    finally:
+        host.close()

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 
-from search_fixtures import REPO, run_search, tiny_config, tiny_dataset
+from search_fixtures import REPO, run_search, tiny_config, tiny_dataset, wait_until_gone
 from ppdet.slim.nas.files import HISTORY_FIELDS
 
 
@@ -39,6 +39,7 @@ def test_kill_and_resume_several_times(tmp_path):
     for _ in range(4):
         args = ['-r', save_dir] if os.path.isdir(save_dir) else []
         kills += _run_until_killed(config, args, rng.choice(MOMENTS), 1)
+        assert wait_until_gone(str(tmp_path), timeout=5) == [], 'a process of the killed search is still running'
         _check_files(save_dir)
     assert kills >= 3, 'the search should have been killed mid-way several times'
     final = run_search(config, '-r', save_dir) if os.path.isdir(save_dir) else run_search(config)

@@ -78,7 +78,7 @@ def test_client_without_controller_stops_clearly(tmp_path, dataset):
         f.write(text + '\n')
     env = dict(os.environ)
     proc = subprocess.run([sys.executable, os.path.join(REPO, 'train_nas.py'), '-c', config, '-o',
-                           'max_client_wait=1'], capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+                           'controller_wait=2'], capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert 'not reachable' in last and 'history' in last

@@ -3,8 +3,9 @@ import glob
 import os
 import subprocess
 import sys
+import time
 
-from search_fixtures import REPO, tiny_config, tiny_dataset
+from search_fixtures import REPO, processes_with, tiny_config, tiny_dataset, wait_until_gone
 
 
 def test_launch_two_ranks_only_rank0_talks_and_writes(tmp_path):
@@ -22,3 +23,22 @@ def test_launch_two_ranks_only_rank0_talks_and_writes(tmp_path):
     assert [os.path.basename(h) for h in histories] == ['search_history.csv']
     with open(histories[0]) as f:
         assert sum(1 for line in f if ',trained,' in line) == 2
+
+
+def test_ranks_and_their_workers_end_with_a_killed_launcher(tmp_path):
+    config = tiny_config(tmp_path, tiny_dataset(tmp_path), search_steps=2, max_iters=100000)
+    logs = tmp_path / 'log'
+    launcher = subprocess.Popen([sys.executable, '-m', 'paddle.distributed.launch', '--nproc_per_node', '2',
+                                 '--log_dir', str(logs), os.path.join(REPO, 'train_nas.py'), '-c', config],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    deadline = time.time() + 300
+    while time.time() < deadline and 'iter: 1,' not in _read(logs / 'workerlog.0'):
+        time.sleep(0.5)
+    assert len(processes_with(config)) >= 4, 'two ranks, each with its data worker, are training'
+    launcher.kill()
+    launcher.wait()
+    assert wait_until_gone(config, timeout=5) == [], 'a rank or a data worker outlived the launcher'
+
+
+def _read(path):
+    return path.read_text(errors='replace') if path.exists() else ''

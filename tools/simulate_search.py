@@ -22,7 +22,7 @@ from paddleslim.common import SAController  # noqa: E402
 from ppdet.core.cli import ArgsParser, run_cli  # noqa: E402
 from ppdet.slim.nas.config import load_search_config  # noqa: E402
 from ppdet.slim.nas.constraint import CandidatePricer  # noqa: E402
-from ppdet.slim.nas.controller import AnnealingController, record_reward  # noqa: E402
+from ppdet.slim.nas.controller import AnnealingController  # noqa: E402
 from search_space import BlazeFaceNasSpace  # noqa: E402
 
 
@@ -70,7 +70,7 @@ def our_loop(setup, pricer, steps):
             counts['unpriced' if admitted is None else 'skipped'] += 1
             continue
         counts['trained'] += 1
-        record_reward(controller, tokens, stand_in_reward(tokens))
+        controller.record(tokens, stand_in_reward(tokens))
     return counts
 
 

@@ -11,10 +11,11 @@
 
 Samples are decoded and augmented by ``paddle.io.DataLoader`` worker processes (``worker_num`` of them when
 ``use_process`` is true, capped at the CPU count); ``memsize`` is accepted and ignored, since the DataLoader sizes
-the shared memory it moves batches through. Every sample's random numbers are seeded from (seed, epoch, index), so
-a run gives the same batches whatever the number of workers. Unreadable samples are skipped with a warning and
-counted; one summary line is logged per epoch. Images annotated without faces pass with ``gt_num`` 0; with
-``drop_empty`` (the default) an image whose every face was lost to augmentation is dropped, as in the original.
+the shared memory it moves batches through. The workers end within a second or so of the process that iterates
+them, however it dies (``ppdet.utils.processes``). Every sample's random numbers are seeded from (seed, epoch,
+index), so a run gives the same batches whatever the number of workers. Unreadable samples are skipped with a
+warning and counted; one summary line is logged per epoch. Images annotated without faces pass with ``gt_num`` 0;
+with ``drop_empty`` (the default) an image whose every face was lost to augmentation is dropped, as in the original.
 Batch arrays view the memory the DataLoader passed them in (no copy); they are writable and the batch's own.
 """
 import logging
@@ -26,6 +27,7 @@ import numpy as np
 import paddle
 
 from ppdet.core.workspace import ConfigError, build, check_arguments
+from ppdet.utils.processes import DataWorkerGuard
 from .source.widerface import DatasetError
 from .transform.operators import DecodeImage, NormalizeBox, Permute, SampleError
 
@@ -330,7 +332,7 @@ class BatchReader:
     def _loader(self):
         return paddle.io.DataLoader(self.samples, batch_sampler=self.plan, collate_fn=_Collate(self.mode),
                                     num_workers=self.num_workers, use_shared_memory=True,
-                                    prefetch_factor=self.prefetch)
+                                    prefetch_factor=self.prefetch, worker_init_fn=DataWorkerGuard(os.getpid()))
 
     def __iter__(self):
         tally = _Tally(self.section, getattr(self.dataset, 'skipped', {}))

@@ -17,6 +17,7 @@ import paddle
 from ppdet.core.workspace import create
 from ppdet.data.reader import create_reader
 from ppdet.slim.nas.distributed import Ranks
+from ppdet.slim.nas.files import SaveError
 from ppdet.slim.nas.metrics import APAccumulator
 from ppdet.utils.stats import TrainingStats, eta_string
 
@@ -66,7 +67,8 @@ class CandidateTrainer:
         return create('BlazeFace', self.cfg, backbone=backbone)
 
     def run(self, model, out_dir):
-        """Train, save ``model_final`` under ``out_dir``, evaluate; a non-finite loss ends it as 'failed'."""
+        """Train, save ``model_final`` under ``out_dir``, evaluate; a non-finite loss ends it as 'failed'.
+        Weights that cannot be written (disk full) raise SaveError: the search stops rather than go on blind."""
         start = time.time()
         trained = self.train(model)
         seconds = time.time() - start
@@ -74,9 +76,12 @@ class CandidateTrainer:
             return CandidateResult('failed', 0.0, seconds)
         if not self.ranks.is_main:
             return CandidateResult('trained', 0.0, seconds)
-        os.makedirs(out_dir, exist_ok=True)
         weights = os.path.join(out_dir, 'model_final.pdparams')
-        paddle.save(model.state_dict(), weights)
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+            paddle.save(model.state_dict(), weights)
+        except OSError as e:
+            raise SaveError(weights, e) from None
         return CandidateResult('trained', self.evaluate(model), seconds, weights)
 
     def _optimizer(self, model):

@@ -6,9 +6,14 @@ What SANAS (``paddleslim.nas.SANAS``) composes, composed here with the defaults 
 - a malformed, partial, oversized or foreign message is answered ``error`` and changes nothing, instead of
   stopping PaddleSlim's server thread;
 - nothing that came over a socket is evaluated (PaddleSlim's client ``eval``s ``current_info``);
-- a client whose controller is gone raises ``ControllerGone`` instead of PaddleSlim's ``os._exit(0)``, so the
-  search can leave its history and report in order;
-- checkpoints are written atomically (write, fsync, rename), so a kill never leaves half a file;
+- a client whose controller is gone waits and retries with backoff (``controller_wait`` seconds, one log line per
+  outage), then raises ``ControllerGone`` instead of PaddleSlim's ``os._exit(0)``, so the search can leave its
+  history and report in order; a port where something else answers is a one-line error at once;
+- the state that matters survives a kill of the host: rewards, sampled tokens (skips included) and the candidates
+  in flight with their client are written atomically (write, fsync, rename) as they change, before the reply; a
+  request the controller could not write down is not answered, so the client sends it again;
+- a client asking for tokens trains nothing: a candidate it still holds was lost with its previous process and
+  is released, so the rewards always add up to ``search_steps``;
 - when every neighbour of the current tokens has been tried, sampling restarts from a random point instead of
   PaddleSlim's silent ``sys.exit()``.
 The wire protocol is PaddleSlim's: ``next_tokens``, ``current_info``, ``key<TAB>tokens<TAB>reward<TAB>iter<TAB>client``.
@@ -29,14 +34,17 @@ import numpy as np
 from paddleslim.common import ControllerServer, SAController
 
 from ppdet.core.workspace import ConfigError
-from ppdet.slim.nas.files import atomic_write
+from ppdet.slim.nas.files import SaveError, atomic_write, line_of
 
-__all__ = ['SearchController', 'ControllerGone', 'CHECKPOINT_NAME', 'resolve_server_ip']
+__all__ = ['SearchController', 'ControllerGone', 'CHECKPOINT_NAME', 'resolve_server_ip', 'DEFAULT_CONTROLLER_WAIT']
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_NAME = 'sanas.checkpoints'
 LOOPBACK = '127.0.0.1'
 MAX_MESSAGE = 65536
+DEFAULT_CONTROLLER_WAIT = 300  # seconds a client waits for a controller that stopped answering
+FIRST_RETRY = 0.5  # seconds; until the controller first answers, it is polled at this pace (a host may live seconds)
+MAX_BACKOFF = 5.0  # seconds between attempts at most, after it stopped answering
 
 
 class ControllerGone(RuntimeError):
@@ -48,12 +56,77 @@ def resolve_server_ip(server_ip):
     return server_ip or LOOPBACK
 
 
+def token_text(tokens):
+    """Tokens as the wire protocol writes them (``2,1,3``): the key of a candidate in flight."""
+    return ','.join(str(int(t)) for t in tokens)
+
+
 class AnnealingController(SAController):
-    """SAController with atomic checkpoints and a random restart when the neighbourhood is exhausted."""
+    """SAController with atomic checkpoints of everything a restarted host needs, candidates in flight included,
+    and a random restart when the neighbourhood is exhausted."""
+
+    def __init__(self, *args, in_flight=None, to_tell=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._in_flight = dict(in_flight or {})  # token text -> the client training it
+        self._to_tell = dict(to_tell or {})  # clients that asked for tokens and were not yet told 'done' -> 1
 
     def _save_checkpoint(self, output_dir):
         scene = {k: v for k, v in self.__dict__.items() if k not in ('_checkpoints', '_constrain_func')}
-        atomic_write(os.path.join(output_dir, CHECKPOINT_NAME), json.dumps(scene))
+        atomic_write(os.path.join(output_dir, CHECKPOINT_NAME), json.dumps(scene, indent=1))  # a line per entry
+
+    def _persist(self):
+        if self._checkpoints is not None:
+            self._save_checkpoint(self._checkpoints)
+
+    @property
+    def in_flight(self):
+        return self._in_flight
+
+    def release(self, client):
+        """``client`` asks for tokens, so it trains nothing: a candidate it still holds was lost with its previous
+        process (killed, restarted with -r). It is released (its tokens are never sampled again), before the
+        search is judged complete: otherwise the host would wait for it forever."""
+        lost = [text for text, owner in self._in_flight.items() if owner == client]
+        for text in lost:
+            del self._in_flight[text]
+        if lost:
+            logger.info('controller: client %s asks again, so %s was lost with its previous process; released',
+                        client, ' and '.join(lost))
+            self._persist()
+
+    def hand_out(self, client):
+        """New tokens for ``client``, in flight until rewarded or skipped, written down before they are sent."""
+        tokens = self.next_tokens()
+        self._in_flight[token_text(tokens)] = client
+        self._to_tell[client] = 1
+        self._persist()
+        return tokens
+
+    def told_done(self, client):
+        """``client`` heard the search is complete: the host need not wait for it any more."""
+        if self._to_tell.pop(client, None) is not None:
+            self._persist()
+
+    def clients_to_tell(self):
+        return sorted(self._to_tell)
+
+    def take_back(self, tokens):
+        """A client priced the candidate out: it is not in flight any more (and stays sampled)."""
+        self._in_flight.pop(token_text(tokens), None)
+        self._persist()
+
+    def record(self, tokens, reward):
+        """Count a reward once (a client retrying after a crash must not count twice) and step the annealing.
+
+        The iteration is the number of rewards from all clients: the temperature decays with the whole search's
+        progress, which PaddleSlim approximates with client_num x the client's own iteration.
+        """
+        self._in_flight.pop(token_text(tokens), None)
+        if self._searched.get(str(tokens), -1) != -1:
+            self._persist()
+            return False
+        self.update(tokens, reward, self._iter + 1, 1)  # saves the checkpoint
+        return True
 
     def next_tokens(self, control_token=None):
         base = control_token or self._tokens
@@ -98,23 +171,23 @@ class SafeControllerServer(ControllerServer):
         self._socket_server.listen(self._max_client_num)
         _close_in_forked_children(self._socket_server)
         self._ip, self._port = self._socket_server.getsockname()[:2]
-        self._in_flight = set()
-        self._not_told_done = set()  # clients that asked for tokens and have not yet been told the search is done
+        self.failure = None  # the SaveError that stopped the server
         self._thread = Thread(target=self.run, daemon=True)
         self._thread.start()
 
     def finished(self):
         """No more candidates to hand out: the rewards so far and those in flight make ``search_steps``."""
-        spent = self._controller._iter + len(self._in_flight)
+        spent = self._controller._iter + len(self._controller.in_flight)
         return self._search_steps is not None and spent >= self._search_steps
 
     def in_flight(self):
         """Candidates handed out and neither rewarded nor reported skipped."""
-        return len(self._in_flight)
+        return len(self._controller.in_flight)
 
     def clients_to_tell(self):
-        """Clients that will ask again and should hear 'done' rather than find the server gone."""
-        return len(self._not_told_done)
+        """Clients that will ask again and should hear 'done' rather than find the server gone (kept across a
+        restart of the host: a client between two candidates must not find the search ended without word)."""
+        return len(self._controller.clients_to_tell())
 
     def run(self):
         while not self._closed:
@@ -125,6 +198,10 @@ class SafeControllerServer(ControllerServer):
             with conn:
                 try:
                     conn.sendall(self._answer(_receive(conn)).encode())
+                except SaveError as e:  # not answered: the client asks again, of a host restarted with -r
+                    logger.error('controller stopped: %s', e)
+                    self.failure = e
+                    break
                 except (OSError, UnicodeDecodeError) as e:
                     logger.warning('controller: dropped a request from %s: %s', addr, e)
         self._socket_server.close()
@@ -134,18 +211,21 @@ class SafeControllerServer(ControllerServer):
         message = message.strip('\n')
         if message.split('\t')[0] == 'next_tokens':
             client = message.partition('\t')[2]
+            if not client:
+                return 'error'
+            self._controller.release(client)
             if self.finished():
-                self._not_told_done.discard(client)
+                self._controller.told_done(client)
                 return 'done'
-            self._not_told_done.add(client)
-            text = ','.join(str(t) for t in self._controller.next_tokens())
-            self._in_flight.add(text)
-            return text
+            return token_text(self._controller.hand_out(client))
         if message == 'current_info':
             return repr({'best_tokens': self._controller.best_tokens, 'best_reward': self._controller.max_reward,
                          'current_tokens': self._controller.current_tokens})
-        if message.startswith('skip\t'):  # a client priced the candidate out: it is not in flight any more
-            self._in_flight.discard(message.split('\t', 1)[1])
+        if message.startswith('skip\t'):
+            tokens = self._parse_tokens(message.split('\t', 1)[1])
+            if tokens is None:
+                return 'error'
+            self._controller.take_back(tokens)
             return 'ok'
         update = self._parse_update(message)
         if update is None:
@@ -154,22 +234,29 @@ class SafeControllerServer(ControllerServer):
             return 'error'
         tokens, reward, _, client = update
         self._client[client] = time.time()
-        self._in_flight.discard(','.join(str(t) for t in tokens))
-        record_reward(self._controller, tokens, reward)
+        self._controller.record(tokens, reward)
         return 'ok'
+
+    def _parse_tokens(self, text):
+        """``2,1,3,...`` -> tokens inside the range table, or None."""
+        low, high = self._controller._range_table
+        try:
+            tokens = [int(t) for t in text.split(',')]
+        except ValueError:
+            return None
+        in_range = len(tokens) == len(high) and all(lo <= t < hi for t, lo, hi in zip(tokens, low, high))
+        return tokens if in_range else None
 
     def _parse_update(self, message):
         fields = message.split('\t')
         if len(fields) != 5 or fields[0] != self._key:
             return None
-        low, high = self._controller._range_table
+        tokens = self._parse_tokens(fields[1])
         try:
-            tokens = [int(t) for t in fields[1].split(',')]
             reward, iteration = float(fields[2]), int(fields[3])
         except ValueError:
             return None
-        in_range = len(tokens) == len(high) and all(lo <= t < hi for t, lo, hi in zip(tokens, low, high))
-        if not (in_range and math.isfinite(reward) and iteration >= 0 and fields[4]):
+        if not (tokens is not None and math.isfinite(reward) and iteration >= 0 and fields[4]):
             return None
         return tokens, reward, iteration, fields[4]
 
@@ -183,18 +270,6 @@ def _close_in_forked_children(sock):
         if alive is not None:
             alive.close()
     os.register_at_fork(after_in_child=close)
-
-
-def record_reward(controller, tokens, reward):
-    """Count a reward once (a client retrying after a crash must not count twice) and step the annealing.
-
-    The iteration is the number of rewards from all clients: the temperature decays with the whole search's
-    progress, which PaddleSlim approximates with client_num x the client's own iteration.
-    """
-    if controller._searched.get(str(tokens), -1) != -1:
-        return False
-    controller.update(tokens, reward, controller._iter + 1, 1)
-    return True
 
 
 def _receive(conn):
@@ -216,34 +291,64 @@ def _receive(conn):
     return b''.join(chunks).decode()
 
 
-class SafeControllerClient:
-    """Talks to the controller server; raises ControllerGone instead of exiting the process."""
+class NotAController(ConfigError):
+    """Something answers at server_ip:server_port, but not a controller of this search."""
 
-    def __init__(self, server_ip, server_port, key, client_name, wait_seconds=60):
+
+class SafeControllerClient:
+    """Talks to the controller server. A controller that is not up yet or stopped answering (its host crashed)
+    is retried with backoff for ``wait_seconds``, one log line per outage; then ControllerGone."""
+
+    def __init__(self, server_ip, server_port, key, client_name, wait_seconds=0):
         self.address = (server_ip, server_port)
         self.key, self.client_name, self.wait_seconds = key, client_name, wait_seconds
-        self._told_waiting = False
+        self._reached = False  # until the first answer, an unreachable controller is 'not up yet'
 
-    def _request(self, message, wait=False):
-        deadline = time.time() + (self.wait_seconds if wait else 0)
+    def _exchange(self, message):
+        with socket.create_connection(self.address, timeout=30) as conn:
+            conn.sendall(message.encode())
+            conn.shutdown(socket.SHUT_WR)
+            return _receive(conn)
+
+    def _request(self, message, answered=bool, wait_seconds=None):
+        """The reply to ``message``; a refused or reset connection, or one closed without an answer (a host
+        killed mid-request, or one that could not write the request down), is tried again until the deadline."""
+        wait_seconds = self.wait_seconds if wait_seconds is None else wait_seconds
+        started, delay, told = time.time(), FIRST_RETRY, False
         while True:
             try:
-                with socket.create_connection(self.address, timeout=30) as conn:
-                    conn.sendall(message.encode())
-                    conn.shutdown(socket.SHUT_WR)
-                    return _receive(conn)
+                reply = self._exchange(message)
+                problem = None if answered(reply) else 'the connection closed without an answer'
             except OSError as e:
-                if time.time() >= deadline:
-                    raise ControllerGone('controller at {}:{} is not reachable ({})'.format(
-                        *self.address, e.strerror or e)) from None
-                if not self._told_waiting:
-                    logger.info('controller at %s:%s is not up yet; retrying for %ds', *self.address,
-                                self.wait_seconds)
-                    self._told_waiting = True
-                time.sleep(1)
+                problem = e.strerror or str(e)
+            waited = time.time() - started
+            if problem is None:
+                if told:
+                    logger.info('controller at %s:%s answers%s (after %.0fs)', *self.address,
+                                ' again' if self._reached else '', waited)
+                self._reached = True
+                return reply
+            if waited >= wait_seconds:
+                raise ControllerGone('controller at {}:{} is not reachable ({}; waited {:.0f}s, controller_wait '
+                                     'is {}s)'.format(*self.address, problem, waited, wait_seconds))
+            if not told:  # one line per outage
+                told = True
+                logger.warning('controller at %s:%s %s (%s); retrying for up to %ds', *self.address,
+                               'stopped answering' if self._reached else 'is not up yet', problem, wait_seconds)
+            time.sleep(min(delay, max(wait_seconds - waited, 0.05)))
+            delay = min(delay * 2, MAX_BACKOFF) if self._reached else FIRST_RETRY
 
-    def next_tokens(self, wait=False):
-        reply = self._request('next_tokens\t' + self.client_name, wait)
+    def check_controller(self):
+        """Fail at once, in one line, when what answers at the address is not a controller (not a hang)."""
+        reply = self._request('current_info', answered=lambda reply: True)
+        info = _literal(reply)
+        if not (isinstance(info, dict) and 'best_tokens' in info):
+            raise NotAController('server_ip {} server_port {}: something answers there, but not a BlazeFace-NAS '
+                                 'controller (reply {!r}); set them to the host\'s server_ip and server_port'.format(
+                                     *self.address, reply[:60]))
+
+    def next_tokens(self):
+        reply = self._request('next_tokens\t' + self.client_name)
         if reply == 'done':
             return None
         try:
@@ -260,36 +365,93 @@ class SafeControllerClient:
                              self.client_name])
         return self._request(message) == 'ok'
 
-    def current_info(self):
+    def current_info(self, wait_seconds=None):
         """The server's best tokens and reward, parsed as a literal (never evaluated)."""
-        try:
-            return ast.literal_eval(self._request('current_info'))
-        except (ValueError, SyntaxError):
-            return None
+        return _literal(self._request('current_info', wait_seconds=wait_seconds))
 
 
-def _load_scene(load_dir):
-    """The controller state saved in ``load_dir``; None when a search there never got its first reward."""
+def _literal(text):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return None
+
+
+def _load_scene(load_dir, ranges):
+    """The controller state saved in ``load_dir`` (None when a search there was killed before its first
+    candidate); a truncated or hand-edited file is a one-line error naming its line, never a silent restart."""
     if not os.path.isdir(load_dir):
         raise ConfigError('-r {}: no such directory; resume from the save_dir of an earlier search'.format(load_dir))
     path = os.path.join(load_dir, CHECKPOINT_NAME)
     if not os.path.isfile(path):
-        logger.warning('-r %s: no %s yet (killed before the first reward); the controller starts afresh',
+        logger.warning('-r %s: no %s yet (killed before the first candidate); the controller starts afresh',
                        load_dir, CHECKPOINT_NAME)
         return None
+    with open(path) as f:
+        text = f.read()
+    advice = 'restore the file from a copy, or start a new search without -r'
     try:
-        with open(path) as f:
-            return json.load(f)
-    except ValueError:
-        raise ConfigError('{} is not a valid checkpoint (JSON); restore it or start a new search'.format(
-            path)) from None
+        scene = json.loads(text)
+    except ValueError as e:
+        raise ConfigError('{} line {}: not a valid checkpoint ({}; truncated or edited?); {}'.format(
+            path, getattr(e, 'lineno', 1), getattr(e, 'msg', e), advice)) from None
+    problem = _scene_problem(scene, ranges)
+    if problem is not None:
+        needle, what = problem
+        raise ConfigError('{} line {}: {}; {}'.format(path, line_of(text, needle), what, advice))
+    return scene
+
+
+SCENE_KEYS = ('_tokens', '_reward', '_max_reward', '_iter', '_best_tokens', '_searched')
+
+
+def _scene_problem(scene, ranges):
+    """(text to find the line by, what is wrong) for the first inconsistency of a checkpoint, or None."""
+    def bad_tokens(tokens):
+        return not (isinstance(tokens, list) and len(tokens) == len(ranges) and
+                    all(isinstance(t, int) and 0 <= t < r for t, r in zip(tokens, ranges)))
+
+    def number(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    if not isinstance(scene, dict):
+        return '', 'not a controller checkpoint (a JSON object with {})'.format(', '.join(SCENE_KEYS))
+    missing = [k for k in SCENE_KEYS if k not in scene]
+    if missing:
+        return '', 'no {} (not a controller checkpoint, or cut short)'.format(', '.join(missing))
+    checks = [('_tokens', bad_tokens(scene['_tokens']), 'tokens within the range table {}'.format(ranges)),
+              ('_reward', not number(scene['_reward']), 'a number'),
+              ('_max_reward', not number(scene['_max_reward']), 'a number'),
+              ('_iter', not (isinstance(scene['_iter'], int) and scene['_iter'] >= 0), 'a count >= 0'),
+              ('_best_tokens', scene['_best_tokens'] is not None and bad_tokens(scene['_best_tokens']),
+               'null or tokens within the range table'),
+              ('_searched', not isinstance(scene['_searched'], dict), 'a mapping of tokens to rewards'),
+              ('_in_flight', not isinstance(scene.get('_in_flight', {}), dict), 'a mapping of tokens to clients'),
+              ('_to_tell', not isinstance(scene.get('_to_tell', {}), dict), 'a mapping of client names')]
+    for key, wrong, should in checks:
+        if wrong:
+            return '"{}"'.format(key), '{} is {!r}; it should be {}'.format(key, scene[key], should)
+    for text, reward in scene['_searched'].items():
+        if bad_tokens(_literal(text)) or not number(reward):
+            return json.dumps(text), '_searched entry {!r}: {!r} is not tokens and a reward'.format(text, reward)
+    rewarded = sum(1 for r in scene['_searched'].values() if r != -1)
+    if rewarded != scene['_iter']:
+        return '"_iter"', '_iter is {} but {} candidates have rewards'.format(scene['_iter'], rewarded)
+    for text, client in scene.get('_in_flight', {}).items():
+        if bad_tokens(_literal('[{}]'.format(text))) or not (isinstance(client, str) and client):
+            return json.dumps(text), '_in_flight entry {!r}: {!r} is not tokens and a client'.format(text, client)
+    return None
 
 
 class SearchController:
     """Next tokens and rewards for one search client; the first client (``is_server``) also hosts the server."""
 
     def __init__(self, space_name, space, server_ip='', server_port=8999, is_server=True, init_temperature=None,
-                 reduce_rate=0.85, search_steps=300, save_dir='nas_checkpoint', load_checkpoint=None):
+                 reduce_rate=0.85, search_steps=300, save_dir='nas_checkpoint', load_checkpoint=None,
+                 client_name=None, controller_wait=DEFAULT_CONTROLLER_WAIT):
+        """``client_name`` should stay the same when a killed client is resumed (its history file's name), so
+        the controller can release the candidate it lost; ``controller_wait``: seconds a client (not the host)
+        waits for a controller that is not up or stopped answering."""
         self.server_ip = resolve_server_ip(server_ip)
         self.server_port = int(server_port)
         self.key = str([(space_name, None)])  # SANAS's key: clients of another space are ignored
@@ -300,8 +462,9 @@ class SearchController:
             self.server = SafeControllerServer(self.controller, (self.server_ip, self.server_port), 100,
                                                search_steps, self.key)
             self._start_server()
-        name = hashlib.md5(os.urandom(16)).hexdigest()
-        self.client = SafeControllerClient(self.server_ip, self.server_port, self.key, name)
+        name = client_name or hashlib.md5(os.urandom(16)).hexdigest()
+        self.client = SafeControllerClient(self.server_ip, self.server_port, self.key, name,
+                                           0 if is_server else _seconds('controller_wait', controller_wait))
         self.is_server = is_server
 
     @staticmethod
@@ -309,10 +472,15 @@ class SearchController:
         ranges = space.range_table()
         state = dict(init_tokens=space.init_tokens(), reward=-1, max_reward=-1, iters=0, best_tokens=None,
                      searched=None)
-        scene = _load_scene(load_checkpoint) if load_checkpoint else None
+        scene = _load_scene(load_checkpoint, ranges) if load_checkpoint else None
         if scene is not None:
             state = dict(init_tokens=scene['_tokens'], reward=scene['_reward'], max_reward=scene['_max_reward'],
-                         iters=scene['_iter'], best_tokens=scene['_best_tokens'], searched=scene['_searched'])
+                         iters=scene['_iter'], best_tokens=scene['_best_tokens'], searched=scene['_searched'],
+                         in_flight=scene.get('_in_flight'), to_tell=scene.get('_to_tell'))
+            in_flight = scene.get('_in_flight') or {}
+            logger.info('controller restored from %s: %d rewarded, %d sampled in all, %d in flight%s', load_checkpoint,
+                        scene['_iter'], len(scene['_searched']), len(in_flight),
+                        ' (on {})'.format(', '.join(sorted(set(in_flight.values())))) if in_flight else '')
         return AnnealingController(([0] * len(ranges), ranges), reduce_rate, init_temperature, max_try_times=50000,
                                    checkpoints=save_dir, **state)
 
@@ -331,27 +499,45 @@ class SearchController:
         """How many rewards the controller has taken (its iteration), when this process hosts it."""
         return self.controller._iter if self.controller is not None else None
 
+    def connect(self):
+        """A client: wait for the controller (``controller_wait``) and make sure it is one; the host: nothing."""
+        if not self.is_server:
+            self.client.check_controller()
+
+    def _call(self, request, *args):
+        """A request to the controller; on the host, a controller stopped by a failed write raises that error."""
+        try:
+            return request(*args)
+        except ControllerGone:
+            if self.server is not None and self.server.failure is not None:
+                raise self.server.failure from None
+            raise
+
     def next_tokens(self):
-        return self.client.next_tokens(wait=not self.is_server)
+        return self._call(self.client.next_tokens)
 
     def reward(self, tokens, score, iteration):
-        return self.client.update(tokens, float(score), int(iteration))
+        return self._call(self.client.update, tokens, float(score), int(iteration))
 
     def skip(self, tokens):
         """Tell the controller a sampled candidate will not be trained (it stays sampled: never proposed again)."""
-        return self.client.skip(tokens)
+        return self._call(self.client.skip, tokens)
 
     def wait_for_others(self, timeout, poll=1.0, goodbye_seconds=60):
         """On the host: serve on until candidates in flight elsewhere are rewarded (at most ``timeout`` s), then
         until the other clients have been told the search is done (at most ``goodbye_seconds``)."""
         if self.server is None:
             return
-        self.server._not_told_done.discard(self.client.client_name)  # the host itself is done
+        self.controller.told_done(self.client.client_name)  # the host itself is done
         for pending, limit, what in ((self.server.in_flight, timeout, 'candidate(s) in flight on other clients'),
                                      (self.server.clients_to_tell, goodbye_seconds, 'client(s) to finish')):
-            deadline = time.time() + limit
+            deadline, logged_count, logged_at = time.time() + limit, None, 0.0
             while pending() and time.time() < deadline:
-                logger.info('waiting for %d %s', pending(), what)
+                if self.server.failure is not None:
+                    raise self.server.failure
+                if pending() != logged_count or time.time() - logged_at >= 60:  # on change, else once a minute
+                    logger.info('waiting for %d %s (at most %.0fs more)', pending(), what, deadline - time.time())
+                    logged_count, logged_at = pending(), time.time()
                 time.sleep(poll)
             if pending():
                 logger.warning('stopped waiting for %d %s', pending(), what)
@@ -361,7 +547,7 @@ class SearchController:
         if self.controller is not None:
             return self.controller.best_tokens, self.controller.max_reward
         try:
-            info = self.client.current_info()
+            info = self.client.current_info(wait_seconds=0)  # at the end of a search the host may be gone
         except ControllerGone:
             return None, None
         return (info['best_tokens'], info['best_reward']) if isinstance(info, dict) else (None, None)
@@ -370,6 +556,13 @@ class SearchController:
         if self.server is not None:
             self.server.close()
             _wake(self.server_ip, self.server_port)
+
+
+def _seconds(key, value):
+    """A number of seconds >= 0 from the config, or a one-line error naming the key."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ConfigError('{} is {!r}; it should be a number of seconds >= 0'.format(key, value))
+    return value
 
 
 def _wake(ip, port):

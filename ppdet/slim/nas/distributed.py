@@ -7,6 +7,8 @@ import os
 import paddle
 import paddle.distributed as dist
 
+from ppdet.utils.processes import die_with_parent
+
 __all__ = ['Ranks']
 
 
@@ -19,6 +21,7 @@ class Ranks:
         world_size = int(os.environ.get('PADDLE_TRAINERS_NUM', 1))
         if world_size <= 1:
             return cls()
+        die_with_parent(os.getppid())  # a rank ends with its launcher, however the launcher ends
         dist.init_parallel_env()
         return cls(dist.get_rank(), world_size)
 

@@ -1,24 +1,55 @@
-"""Crash-safe files: what a search has learned must survive a kill at any moment."""
+"""Crash-safe files: what a search has learned must survive a kill at any moment, a full disk, or a hand edit."""
 import csv
+import glob
 import io
 import os
+import socket
 
-__all__ = ['atomic_write', 'History', 'HISTORY_FIELDS']
+try:
+    import fcntl
+except ImportError:  # Windows: no POSIX locks; a resumed client then always starts a history of its own
+    fcntl = None
+
+from ppdet.core.workspace import ConfigError
+
+__all__ = ['atomic_write', 'History', 'HISTORY_FIELDS', 'HISTORY_NAME', 'SaveError', 'claim_history', 'line_of']
 
 HISTORY_FIELDS = ['step', 'tokens', 'status', 'flops', 'params', 'latency_us', 'ap', 'train_seconds', 'client']
+HISTORY_NAME = 'search_history.csv'
+STATUSES = ('trained', 'failed', 'skipped', 'unpriced')
+HOST_CLIENT = 'host'
+
+
+class SaveError(RuntimeError):
+    """A file of the search could not be written (disk full, save_dir not writable); the old file is intact."""
+
+    def __init__(self, path, error):
+        super().__init__('cannot write {} ({}); the files written before are intact: free space or make save_dir '
+                         'writable, then resume with -r'.format(path, getattr(error, 'strerror', None) or error))
 
 
 def atomic_write(path, text):
     """Write ``text`` to ``path`` so that readers see the old file or the new one, never a partial one."""
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
     tmp = '{}.tmp.{}'.format(path, os.getpid())
-    with open(tmp, 'w') as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(directory)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with open(tmp, 'w') as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(directory)
+    except OSError as e:
+        _remove_quietly(tmp)
+        raise SaveError(path, e) from None
+
+
+def _remove_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _fsync_dir(directory):
@@ -29,20 +60,58 @@ def _fsync_dir(directory):
         os.close(fd)
 
 
+def line_of(text, needle):
+    """The 1-based line of ``text`` where ``needle`` first appears (1 when it does not)."""
+    index = text.find(needle) if needle else -1
+    return text.count('\n', 0, index) + 1 if index >= 0 else 1
+
+
 class History:
     """``search_history.csv``: one row per sampled candidate, appended on resume, never rewritten.
 
     Each append rewrites the file atomically with the new row, so a kill leaves the file as it was before or
-    after that row: always valid CSV.
+    after that row: always valid CSV. A file that is not (cut short, edited by hand) is a one-line error naming
+    its line when it is read, rather than rows silently lost or a search silently started again.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, owner=None):
         self.path = path
+        self.owner = owner  # the client name this history's candidates were asked for under
         self.rows = self._read() if os.path.isfile(path) else []
 
     def _read(self):
         with open(self.path, newline='') as f:
-            return [row for row in csv.DictReader(f) if row.get('step')]
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None:
+                return []
+            if reader.fieldnames != HISTORY_FIELDS:
+                self._fail(1, 'the header is {}, expected {}'.format(','.join(reader.fieldnames),
+                                                                     ','.join(HISTORY_FIELDS)))
+            rows = []
+            for row in reader:
+                self._check_row(reader.line_num, row)
+                rows.append(row)
+        return rows
+
+    def _fail(self, line, what):
+        raise ConfigError('{} line {}: {}; restore the file from a copy or delete that line, then resume'.format(
+            self.path, line, what))
+
+    def _check_row(self, line, row):
+        if None in row or None in row.values():
+            self._fail(line, 'expected {} fields (truncated or edited?)'.format(len(HISTORY_FIELDS)))
+        if row['status'] not in STATUSES:
+            self._fail(line, 'status {!r} is not one of {}'.format(row['status'], ', '.join(STATUSES)))
+        try:
+            int(row['step'])
+            [int(t) for t in row['tokens'].split()]
+            if row['status'] in ('trained', 'failed'):
+                float(row['ap'])
+        except ValueError:
+            self._fail(line, 'step, tokens or ap is not a number ({!r}, {!r}, {!r})'.format(
+                row['step'], row['tokens'], row['ap']))
+        if not row['tokens'].split():
+            self._fail(line, 'no tokens')
 
     def append(self, row):
         self.rows.append({k: _cell(row.get(k)) for k in HISTORY_FIELDS})
@@ -64,3 +133,64 @@ def _cell(value):
     if isinstance(value, float):
         return '{:.6g}'.format(value)
     return str(value)
+
+
+_held_locks = []  # descriptors of the locks this process holds, open until it ends
+
+
+def _make_dir(directory):
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise ConfigError('save_dir {}: cannot create it ({}); make its parent writable or set save_dir '
+                          'elsewhere'.format(directory, e.strerror)) from None
+
+
+def _lock(path):
+    """Hold an exclusive lock on ``path`` (created if need be) for this process's lifetime; False if another
+    live process holds it (True, unchecked, where there are no POSIX locks). POSIX record locks are not
+    inherited by forked data workers and end with the process, ``kill -9`` included."""
+    if fcntl is None:
+        return True
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise ConfigError('save_dir: cannot write {} ({}); make save_dir writable or set it elsewhere'.format(
+            path, e.strerror)) from None
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _held_locks.append(fd)
+    return True
+
+
+def claim_history(save_dir, is_server, resume):
+    """This process's history and the client name it asks the controller under.
+
+    The host's is search_history.csv (client ``host``). A joining client's is search_history_<name>.csv; with
+    ``resume`` (-r) it takes over the history of a client that is no longer running (no live process holds its
+    lock), under the same name, so it can re-send that history's rewards and the controller can release the
+    candidate that client was training when it died. Otherwise, or when every history is taken, a new one.
+    """
+    _make_dir(save_dir)
+    if is_server:
+        path = os.path.join(save_dir, HISTORY_NAME)
+        if not _lock(path + '.lock'):
+            raise ConfigError('save_dir {}: another search is running there (it holds {}.lock); stop it or set '
+                              'save_dir elsewhere'.format(save_dir, path))
+        return History(path, HOST_CLIENT)
+    if resume and fcntl is not None:  # a client's lock file is made with its name: it may have died before writing any row
+        for lock in sorted(glob.glob(os.path.join(save_dir, 'search_history_*.csv.lock'))):
+            if _lock(lock):
+                path = lock[:-len('.lock')]
+                return History(path, _client_name(path))
+    name = '{}_{}'.format(socket.gethostname(), os.getpid())
+    path = os.path.join(save_dir, 'search_history_{}.csv'.format(name))
+    _lock(path + '.lock')
+    return History(path, name)
+
+
+def _client_name(path):
+    return os.path.basename(path)[len('search_history_'):-len('.csv')]

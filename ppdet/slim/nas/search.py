@@ -6,21 +6,21 @@ original spent a step on each, or died on an assert); the controller remembers t
 
 Crash safety: the history row is written (atomically) before the reward is sent, and a restarted client sends
 the rewards of its history again; the controller counts each token once. So a killed search loses at most the
-candidate in flight and never trains a rewarded candidate twice.
+candidate in flight and never trains a rewarded candidate twice. A host crash loses nothing the controller was
+told (see controller.py); a full disk or unwritable save_dir stops the search with one line naming the file.
 """
 import glob
 import logging
 import os
-import socket
 import time
 
 import numpy as np
 
 from ppdet.slim.nas.candidate import CandidateTrainer, select_device
-from ppdet.slim.nas.controller import ControllerGone, SearchController
-from ppdet.slim.nas.distributed import Ranks
 from ppdet.slim.nas.constraint import train_input_size
-from ppdet.slim.nas.files import History
+from ppdet.slim.nas.controller import DEFAULT_CONTROLLER_WAIT, ControllerGone, SearchController
+from ppdet.slim.nas.distributed import Ranks
+from ppdet.slim.nas.files import History, SaveError, claim_history
 from ppdet.slim.nas.preflight import check_search_inputs
 from ppdet.slim.nas.report import plot_pareto, write_best_structure, write_paddledet_override
 from ppdet.utils.stats import eta_string
@@ -30,18 +30,10 @@ __all__ = ['NasSearch', 'SearchError']
 
 logger = logging.getLogger(__name__)
 UNITS = {'flops': 'FLOPs', 'latency_us': 'us'}  # the plot shows FLOPs in millions
-HISTORY_NAME = 'search_history.csv'
 
 
 class SearchError(RuntimeError):
     """The search cannot go on (the constraint rejects everything it samples, or the controller is gone)."""
-
-
-def history_path(save_dir, is_server):
-    """The host's history is search_history.csv; each joining client keeps its own, merged by the report."""
-    if is_server:
-        return os.path.join(save_dir, HISTORY_NAME)
-    return os.path.join(save_dir, 'search_history_{}_{}.csv'.format(socket.gethostname(), os.getpid()))
 
 
 class NasSearch:
@@ -63,30 +55,38 @@ class NasSearch:
                                         seed=seed, ranks=self.ranks)
         self.history = self.controller = None
         if self.ranks.is_main:
-            self.history = History(history_path(self.save_dir, self.is_server))
+            self.history = claim_history(self.save_dir, self.is_server, resume_dir is not None)
             self.controller = SearchController(
                 setup.space_name, setup.space, cfg.get('server_ip', ''), cfg.get('server_port', 8999),
                 self.is_server, cfg.get('init_temperature'), cfg.get('reduce_rate', 0.85), self.search_steps,
-                self.save_dir, resume_dir)
+                self.save_dir, resume_dir, self.history.owner, cfg.get('controller_wait', DEFAULT_CONTROLLER_WAIT))
 
     def run(self):
         """Search until the controller has ``search_steps`` rewards; returns (best tokens, best AP)."""
         if not self.ranks.is_main:
             return self._follow()
         try:
-            self._resend_rewards()
-            self._search()
+            try:
+                self.controller.connect()
+                self._resend_rewards()
+                self._search()
+            finally:
+                self.ranks.broadcast(None)  # releases the other ranks
+            self.controller.wait_for_others(float(self.cfg.get('max_client_wait', 86400)))
+            return self.finish()
         except ControllerGone as e:
-            raise SearchError('{}; this client stops, its history is in {}'.format(e, self.history.path)) from None
-        finally:
-            self.ranks.broadcast(None)  # releases the other ranks
-        self.controller.wait_for_others(float(self.cfg.get('max_client_wait', 86400)))
-        return self.finish()
+            raise SearchError('{}; this client stops, its history is in {} (resume it with -r {})'.format(
+                e, self.history.path, self.save_dir)) from None
+        except SaveError as e:
+            raise SearchError(str(e)) from None
 
     def _resend_rewards(self):
         """A restarted client may have died between writing its history and sending the reward."""
         for row in self.history.rewarded():
-            self.controller.reward([int(t) for t in row['tokens'].split()], float(row['ap']), 0)
+            if not self.controller.reward([int(t) for t in row['tokens'].split()], float(row['ap']), 0):
+                raise SearchError('{}: the controller refuses the reward of tokens {} (step {}): not tokens of this '
+                                  'search space; restore the file or delete that row'.format(
+                                      self.history.path, row['tokens'], row['step']))
 
     def _search(self):
         start, skips = time.time(), 0
