@@ -12,7 +12,8 @@ except ImportError:  # Windows: no POSIX locks; a resumed client then always sta
 
 from ppdet.core.workspace import ConfigError
 
-__all__ = ['atomic_write', 'History', 'HISTORY_FIELDS', 'HISTORY_NAME', 'SaveError', 'claim_history', 'line_of']
+__all__ = ['atomic_write', 'History', 'HISTORY_FIELDS', 'HISTORY_NAME', 'SaveError', 'claim_history', 'dead_clients',
+           'line_of']
 
 HISTORY_FIELDS = ['step', 'tokens', 'status', 'flops', 'params', 'latency_us', 'ap', 'train_seconds', 'client']
 HISTORY_NAME = 'search_history.csv'
@@ -135,7 +136,7 @@ def _cell(value):
     return str(value)
 
 
-_held_locks = []  # descriptors of the locks this process holds, open until it ends
+_held_locks = {}  # path -> descriptor of each lock this process holds, open until it ends
 
 
 def _make_dir(directory):
@@ -162,8 +163,33 @@ def _lock(path):
     except OSError:
         os.close(fd)
         return False
-    _held_locks.append(fd)
+    _held_locks[os.path.abspath(path)] = fd
     return True
+
+
+def _is_free(path):
+    """No live process holds the lock on ``path`` (tested by taking it and letting it go at once). Never asked of
+    a lock this process holds: closing any descriptor of a file drops all of this process's POSIX locks on it."""
+    if fcntl is None or os.path.abspath(path) in _held_locks:
+        return False
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # also lets go of the lock just taken
+    return True
+
+
+def dead_clients(save_dir):
+    """Names of the clients with a history in ``save_dir`` whose process is no longer running (their lock is
+    free): what they had in flight is lost. Empty where there are no POSIX locks (nothing can be told)."""
+    return [_client_name(lock[:-len('.lock')])
+            for lock in sorted(glob.glob(os.path.join(save_dir, 'search_history_*.csv.lock'))) if _is_free(lock)]
 
 
 def claim_history(save_dir, is_server, resume):
