@@ -209,9 +209,12 @@ class SafeControllerServer(ControllerServer):
         """Candidates handed out and neither rewarded nor reported skipped."""
         return len(self._controller.in_flight)
 
-    def release_clients(self, clients):
-        """Called from the host's own threads: ``clients`` are dead, their candidates go back to be handed out."""
+    def release_clients(self, clients, rewards=()):
+        """Called from the host's own threads: ``clients`` are dead; the ``rewards`` (tokens, reward) their
+        histories hold are counted (once), what else they had in flight goes back to be handed out."""
         with self._lock:
+            for tokens, reward in rewards:
+                self._controller.record(tokens, reward)
             self._controller.forget(clients)
 
     def clients_to_tell(self):
@@ -559,10 +562,11 @@ class SearchController:
         """Tell the controller a sampled candidate will not be trained (it stays sampled: never proposed again)."""
         return self._call(self.client.skip, tokens)
 
-    def release_clients(self, clients):
-        """On the host: ``clients`` are dead; their candidates in flight are handed out again."""
+    def release_clients(self, clients, rewards=()):
+        """On the host: ``clients`` are dead; ``rewards`` from their histories count, the rest of what they had in
+        flight is handed out again."""
         if self.server is not None and clients:
-            self.server.release_clients(clients)
+            self.server.release_clients(clients, rewards)
 
     def wait_for_others(self, timeout, poll=1.0, goodbye_seconds=60):
         """On the host: serve on until candidates in flight elsewhere are rewarded (at most ``timeout`` s), then

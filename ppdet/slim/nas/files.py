@@ -12,7 +12,7 @@ except ImportError:  # Windows: no POSIX locks; a resumed client then always sta
 
 from ppdet.core.workspace import ConfigError
 
-__all__ = ['atomic_write', 'History', 'HISTORY_FIELDS', 'HISTORY_NAME', 'SaveError', 'claim_history', 'dead_clients',
+__all__ = ['atomic_write', 'History', 'HISTORY_FIELDS', 'HISTORY_NAME', 'SaveError', 'claim_history', 'dead_histories',
            'line_of']
 
 HISTORY_FIELDS = ['step', 'tokens', 'status', 'flops', 'params', 'latency_us', 'ap', 'train_seconds', 'client']
@@ -153,6 +153,8 @@ def _lock(path):
     inherited by forked data workers and end with the process, ``kill -9`` included."""
     if fcntl is None:
         return True
+    if os.path.abspath(path) in _held_locks:  # POSIX would grant it again to its holder: one claim per lock
+        return False
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
@@ -185,11 +187,12 @@ def _is_free(path):
     return True
 
 
-def dead_clients(save_dir):
-    """Names of the clients with a history in ``save_dir`` whose process is no longer running (their lock is
-    free): what they had in flight is lost. Empty where there are no POSIX locks (nothing can be told)."""
-    return [_client_name(lock[:-len('.lock')])
-            for lock in sorted(glob.glob(os.path.join(save_dir, 'search_history_*.csv.lock'))) if _is_free(lock)]
+def dead_histories(save_dir):
+    """The histories (owner: the client name) in ``save_dir`` of clients whose process is no longer running (their
+    lock is free). Empty where there are no POSIX locks (nothing can be told)."""
+    paths = [lock[:-len('.lock')] for lock in sorted(glob.glob(os.path.join(save_dir, 'search_history_*.csv.lock')))
+             if _is_free(lock)]
+    return [History(path, _client_name(path)) for path in paths]
 
 
 def claim_history(save_dir, is_server, resume):

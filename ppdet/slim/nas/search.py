@@ -20,7 +20,7 @@ from ppdet.slim.nas.candidate import CandidateTrainer, select_device
 from ppdet.slim.nas.constraint import train_input_size
 from ppdet.slim.nas.controller import DEFAULT_CONTROLLER_WAIT, ControllerGone, SearchController
 from ppdet.slim.nas.distributed import Ranks
-from ppdet.slim.nas.files import History, SaveError, claim_history, dead_clients
+from ppdet.slim.nas.files import History, SaveError, claim_history, dead_histories
 from ppdet.slim.nas.preflight import check_search_inputs
 from ppdet.slim.nas.report import plot_pareto, write_best_structure, write_paddledet_override
 from ppdet.utils.stats import eta_string
@@ -66,9 +66,14 @@ class NasSearch:
 
     def release_dead_clients(self):
         """On the host: hand out again what clients that are no longer running had in flight (a local worker
-        that died; on resume, every client of the earlier run that was not restarted), rather than wait for it."""
+        that died; on resume, every client of the earlier run that was not restarted), rather than wait for it.
+        The rewards in their histories count first: one that died between writing its row and sending the reward
+        lost nothing, and its candidate must not be trained again."""
         if self.is_server:
-            self.controller.release_clients(dead_clients(self.save_dir))
+            dead = dead_histories(self.save_dir)
+            rewards = [([int(t) for t in row['tokens'].split()], float(row['ap']))
+                       for history in dead for row in history.rewarded()]
+            self.controller.release_clients([history.owner for history in dead], rewards)
 
     def run(self, report=True):
         """Search until the controller has ``search_steps`` rewards; returns (best tokens, best AP). ``report``

@@ -29,6 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.controller import LOOPBACK
+from ppdet.slim.nas.files import SaveError
 from ppdet.slim.nas.search import NasSearch, SearchError
 from ppdet.utils.processes import EXIT_ORPHANED
 
@@ -220,7 +221,10 @@ class Supervisor:
         if code == 0:  # it was told the search is complete
             child.done = True
             return
-        self.on_death(child.worker_id)
+        try:
+            self.on_death(child.worker_id)
+        except (ConfigError, SaveError) as e:  # a damaged history of the dead worker: its candidate stays in flight
+            logger.error('worker %d: %s', child.worker_id, e)
         if child.restarts >= self.max_restarts:
             logger.error('worker %d %s; not restarted (it was %d times already): the search goes on with the others',
                          child.worker_id, _how_it_ended(code), child.restarts)
