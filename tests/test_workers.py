@@ -9,7 +9,7 @@ from ppdet.slim.nas.workers import (parse_gpu_ids, parse_worker_count, plan_work
 def test_cpu_plan_divides_the_cores():
     plan = plan_workers(None, use_gpu=False, visible_gpus=0, cores=2)
     assert plan.count == 2, 'auto on the CPU: one worker per core (measured best on 2 cores)'
-    assert [s.device for s in plan.slots] == ['cpu', 'cpu']
+    assert [s.device for s in plan.slots] == [None, None], 'the CPU: the config decides (select_device)'
     assert all(s.math_threads == 1 and s.data_workers == 1 for s in plan.slots)
     assert plan.slots[1].env() == {'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
     wide = plan_workers(2, use_gpu=False, visible_gpus=0, cores=8)
@@ -26,11 +26,13 @@ def test_gpu_plan_is_one_candidate_per_gpu():
     assert [s.gpu for s in chosen.slots] == [0, 2]
     fewer = plan_workers(1, use_gpu=True, visible_gpus=4, cores=8, chosen_gpus=[2, 3])
     assert [s.device for s in fewer.slots] == ['gpu:2']
+    single = plan_workers(1, use_gpu=True, visible_gpus=4, cores=8)
+    assert single.slots[0].device is None, 'one worker, no --gpus: select_device (and the launcher) decide'
     # the driver already runs under CUDA_VISIBLE_DEVICES=4,6: Paddle's gpu:1 is physical GPU 6
     mapped = plan_workers(2, use_gpu=True, visible_gpus=2, cores=8, cuda_visible='4,6')
     assert [s.env()['CUDA_VISIBLE_DEVICES'] for s in mapped.slots] == ['4', '6']
     on_cpu = plan_workers(None, use_gpu=True, visible_gpus=0, cores=2)
-    assert [s.device for s in on_cpu.slots] == ['cpu', 'cpu'], 'use_gpu without a GPU: the CPU, as select_device'
+    assert [s.gpu for s in on_cpu.slots] == [None, None], 'use_gpu without a GPU: the CPU, as select_device'
     ignored = plan_workers(None, use_gpu=False, visible_gpus=4, cores=2)
     assert ignored.slots[0].gpu is None, 'GPUs are used only with use_gpu'
 

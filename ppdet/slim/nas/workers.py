@@ -58,9 +58,10 @@ class WorkerSlot:
     cuda_device: Optional[str] = None
 
     @property
-    def device(self) -> str:
-        """Paddle's device string for a worker running in the driver's process (worker 0)."""
-        return 'cpu' if self.gpu is None else 'gpu:{}'.format(self.gpu)
+    def device(self) -> Optional[str]:
+        """Paddle's device for a worker running in the driver's process (worker 0); None: the config's choice
+        (``select_device``: the CPU, or the GPU a launcher's rank is given)."""
+        return None if self.gpu is None else 'gpu:{}'.format(self.gpu)
 
     def env(self) -> Dict[str, str]:
         """Environment of a child worker: its one GPU, and its share of the math-library threads."""
@@ -131,6 +132,8 @@ def plan_workers(requested: Optional[int], use_gpu: bool, visible_gpus: int, cor
                 ','.join(map(str, chosen_gpus)), visible_gpus,
                 ' (ids 0..{})'.format(visible_gpus - 1) if visible_gpus else '', unknown[0]))
     ids = list(chosen_gpus) if chosen_gpus is not None else list(range(gpus))
+    if requested == 1 and chosen_gpus is None:
+        ids = []  # one worker, no GPU named: where the config (or paddle.distributed.launch) says
     if ids:
         count = len(ids) if requested is None else requested
         if count > len(ids):
