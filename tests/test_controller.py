@@ -155,6 +155,7 @@ def test_a_lost_candidate_is_handed_out_again_and_counted_once(tmp_path, caplog)
         assert 'was lost with its process; it will be handed out again' in caplog.text
         assert client.update(again, 0.5, 1) and client.update(again, 0.5, 1)  # a retry does not count again
         assert host.rewarded == 1 and host.controller.lost == []
+        assert client.current_info()['rewarded'] == 1, 'every worker can count the steps of the whole search'
         assert client.next_tokens() != lost, 'a rewarded candidate is never handed out again'
     finally:
         host.close()

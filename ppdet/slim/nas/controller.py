@@ -256,7 +256,7 @@ class SafeControllerServer(ControllerServer):
             return token_text(self._controller.hand_out(client))
         if message == 'current_info':
             return repr({'best_tokens': self._controller.best_tokens, 'best_reward': self._controller.max_reward,
-                         'current_tokens': self._controller.current_tokens})
+                         'current_tokens': self._controller.current_tokens, 'rewarded': self._controller._iter})
         if message.startswith('skip\t'):
             tokens = self._parse_tokens(message.split('\t', 1)[1])
             if tokens is None:
@@ -537,6 +537,17 @@ class SearchController:
     def rewarded(self):
         """How many rewards the controller has taken (its iteration), when this process hosts it."""
         return self.controller._iter if self.controller is not None else None
+
+    def rewarded_so_far(self):
+        """The whole search's reward count, asked of the controller by a client (None if it does not answer at
+        once): so every worker's progress line counts the same steps."""
+        if self.controller is not None:
+            return self.controller._iter
+        try:
+            info = self.client.current_info(wait_seconds=0)
+        except ControllerGone:
+            return None
+        return info.get('rewarded') if isinstance(info, dict) else None
 
     def connect(self):
         """A client: wait for the controller (``controller_wait``) and make sure it is one; the host: nothing."""

@@ -143,8 +143,8 @@ class NasSearch:
         return done is not None and done >= self.search_steps
 
     def _progress(self):
-        """Rewards so far: the controller's count on the host, this client's own count elsewhere."""
-        done = self.controller.rewarded
+        """Rewards so far of the whole search (the controller's count); this client's own if it cannot be asked."""
+        done = self.controller.rewarded_so_far()
         return len(self.history.rewarded()) if done is None else done
 
     def _price(self, tokens):
