@@ -41,7 +41,7 @@ AUTO = 'auto'
 MAX_RESTARTS = 3       # per worker; after that the search goes on with the others
 POLL_SECONDS = 0.5     # how often the supervisor looks at its children
 STOP_GRACE = 5.0       # seconds between SIGTERM and SIGKILL when the workers are stopped
-GOODBYE_SECONDS = 30.0  # how long workers told 'done' may take to exit on their own
+GOODBYE_SECONDS = 5.0  # how long workers may take to exit on their own at the end (told 'done', or never connected)
 READERS = ('TrainReader', 'EvalReader')
 TRAIN_NAS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))), 'train_nas.py')
