@@ -1,9 +1,14 @@
-"""``--workers``: the placement plan (a pure function) and the mistakes it turns into one-line errors."""
+"""``--workers``: the placement plan (a pure function), the mistakes it turns into one-line errors, and the
+supervisor on real (tiny) processes."""
+import signal
+import sys
+import time
+
 import pytest
 
 from ppdet.core.workspace import ConfigError
-from ppdet.slim.nas.workers import (parse_gpu_ids, parse_worker_count, plan_workers, reader_overrides, resolve_plan,
-                                    worker_command)
+from ppdet.slim.nas.workers import (Child, Supervisor, parse_gpu_ids, parse_worker_count, plan_workers,
+                                    reader_overrides, resolve_plan, worker_command)
 
 
 def test_cpu_plan_divides_the_cores():
@@ -90,3 +95,31 @@ def test_readers_are_capped_and_the_child_is_a_resuming_client_on_loopback():
     for opt in ('is_server=false', 'server_ip="127.0.0.1"', 'server_port=8123', 'save_dir="/tmp/out"',
                 'max_iters=10', 'TrainReader.worker_num=1'):
         assert opt in argv
+
+
+def _child(worker_id, code):
+    return Child(worker_id, [sys.executable, '-c', 'import sys; sys.exit({})'.format(code)], {})
+
+
+def test_supervisor_restarts_a_dying_worker_a_few_times_then_goes_on(caplog):
+    deaths = []
+    supervisor = Supervisor([_child(1, 5), _child(2, 0)], deaths.append, max_restarts=2, poll=0.05)
+    supervisor.start()
+    deadline = time.time() + 30
+    while not all(c.done for c in supervisor.children) and time.time() < deadline:
+        time.sleep(0.05)
+    supervisor.stop()
+    assert deaths == [1, 1, 1], 'each death is handled (its candidate released), a worker told done is not'
+    assert caplog.text.count('worker 1 exited with code 5; restarting it') == 2
+    assert 'worker 1 exited with code 5; not restarted (it was 2 times already)' in caplog.text
+
+
+def test_supervisor_stop_ends_a_worker_that_ignores_sigterm():
+    stubborn = Child(1, [sys.executable, '-c', 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); '
+                                               'print(1, flush=True); time.sleep(60)'], {})
+    supervisor = Supervisor([stubborn], lambda worker_id: None, poll=0.05)
+    supervisor.start()
+    time.sleep(1.0)
+    started = time.time()
+    supervisor.stop(grace=0.5)
+    assert stubborn.proc.returncode == -signal.SIGKILL and time.time() - started < 5

@@ -234,7 +234,7 @@ class Supervisor:
             child.done = True
             return
         child.restarts += 1
-        logger.warning('worker %d %s; its candidate in flight is handed out again; restarting it (%d/%d)',
+        logger.warning('worker %d %s; restarting it (%d/%d)',
                        child.worker_id, _how_it_ended(code), child.restarts, self.max_restarts)
         self._spawn(child)
 
