@@ -1,34 +1,55 @@
-"""BlazeFace-NAS search driver: ``python -u train_nas.py -c blazeface.yml [-o key=value ...] [-r SAVE_DIR]``.
+"""BlazeFace-NAS search driver: ``python -u train_nas.py -c blazeface.yml [-o key=value ...] [-r SAVE_DIR]
+[--workers N|auto] [--gpus 0,2]``.
 
 Loads the config, registers the search space with PaddleSlim's controller and runs the search; everything it
 does lives in ``ppdet/slim/nas`` (config -> search space -> controller -> candidate -> reward -> report).
+With ``--workers N`` this process is the host and worker 0 and starts N-1 local workers (``workers.py``).
 """
+import argparse
 import logging
 
 from ppdet.core.cli import ArgsParser, run_cli
 from ppdet.slim.nas.config import load_search_config
 from ppdet.slim.nas.search import NasSearch, SearchError
+from ppdet.slim.nas.workers import resolve_plan, run_search
 from ppdet.utils.logs import setup_logging
+from ppdet.utils.processes import die_with_parent
 
 
 def parse_args(argv=None):
     parser = ArgsParser(description=__doc__)
     parser.add_argument('-r', '--resume_checkpoint', default=None, type=str,
                         help='save_dir of an earlier search to resume (its sanas.checkpoints and history)')
+    parser.add_argument('--workers', default=None,
+                        help='candidates trained side by side on this machine: a number, or auto (one per GPU, '
+                             'else one per CPU core); default: the config key workers, else 1')
+    parser.add_argument('--gpus', default=None, help='GPU ids for the workers, e.g. 0,2 (default: all Paddle sees)')
     parser.add_argument('--fp16', action='store_true', default=False,
                         help='mixed precision training (Paddle AMP; GPU only, ignored on the CPU)')
     parser.add_argument('--loss_scale', default=8., type=float, help='mixed precision initial loss scale')
     parser.add_argument('--eval', action='store_true', default=True,
                         help='evaluate each candidate (always on: the AP is the reward)')
+    # a local worker started by the driver of a --workers search: ends with it, leaves the report to it
+    parser.add_argument('--worker-of', type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument('--worker-id', type=int, default=0, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     setup_logging()
     args = parse_args(argv)
+    if args.worker_of is not None:
+        die_with_parent(args.worker_of)
+        setup_logging(prefix='worker {}: '.format(args.worker_id))
     setup = load_search_config(args.config, args.opt)
     try:
-        NasSearch(setup, args.resume_checkpoint, args.fp16, args.loss_scale).run()
+        if args.worker_of is not None:
+            NasSearch(setup, args.resume_checkpoint, args.fp16, args.loss_scale).run(report=False)
+            return
+        plan = resolve_plan(setup.cfg, args.workers, args.gpus)
+        if plan.count > 1:
+            setup_logging(prefix='worker 0: ')
+        run_search(setup, plan, args.config, args.opt, args.resume_checkpoint, args.fp16, args.loss_scale)
     except SearchError as e:
         logging.error('%s', e)
         raise SystemExit(1)

@@ -1,7 +1,9 @@
-"""The five benchmarks. Each runs in its own process (bench/run.py starts them) and returns one result dict:
+"""The six benchmarks. Each runs in its own process (bench/run.py starts them) and returns one result dict:
 ``name``, ``value``, ``baseline``, ``ratio``, ``unit``, ``target``, ``met`` and ``detail``. Value and baseline are
 measured in the same process, interleaved where they are timed, so load from other jobs hits both alike.
 """
+import csv
+import glob
 import json
 import os
 import socket
@@ -357,4 +359,56 @@ def memory(quick, runner):
                    iters=results['trainer']['iters'], structure='published tokens, BlazeNet defaults (the search)')
 
 
-BENCHMARKS = ('pricing', 'data', 'train_step', 'search_overhead', 'memory')
+# ----------------------------------------------------------------------------------------------------- 6. workers
+WORKERS_CONSTRAINT = 'Constraint:\n  ctype: flops\n  min_constraint: 1000000\n  max_constraint: 30000000\n'
+
+
+def _workers_config(work, data_dir):
+    """demo.yml on the bench's demo set, with a FLOPs limit (the demo's latency table is built by make demo)."""
+    with open(os.path.join(REPO, 'demo.yml')) as f:
+        text = f.read().replace('dataset/synthetic_wider_face', data_dir)
+    start, end = text.index('Constraint:'), text.index('\nBlazeFace:')
+    path = os.path.join(work, 'demo_flops.yml')
+    with open(path, 'w') as f:
+        f.write(text[:start] + WORKERS_CONSTRAINT + text[end:])
+    return path
+
+
+def _timed_search(config, work, workers, steps, iters):
+    """Wall seconds of a whole ``train_nas.py --workers N`` run (start-up and report included) and its history."""
+    save_dir = os.path.join(work, 'workers_{}'.format(workers))
+    cmd = [sys.executable, '-u', os.path.join(REPO, 'train_nas.py'), '-c', config, '--workers', str(workers), '-o',
+           'save_dir=' + save_dir, 'server_port={}'.format(_free_port()), 'search_steps={}'.format(steps),
+           'max_iters={}'.format(iters), 'log_iter=1000000', 'seed=0']
+    start = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    seconds = time.perf_counter() - start
+    if out.returncode:
+        raise RuntimeError('--workers {} search failed: {}'.format(workers, out.stderr[-2000:]))
+    rows = []
+    for path in glob.glob(os.path.join(save_dir, 'search_history*.csv')):
+        with open(path, newline='') as f:
+            rows += [r for r in csv.DictReader(f) if r['status'] in ('trained', 'failed')]
+    return seconds, rows
+
+
+def workers(quick):
+    """Search throughput (rewarded candidates per hour) of ``train_nas.py --workers 2`` vs ``--workers 1``: the
+    same demo config (96 px, FLOPs limit), seed and budget, whole runs timed end to end, one after the other."""
+    data_dir = dataset('demo', 400, 60, 160)
+    work = tempfile.mkdtemp(prefix='workers_', dir=WORK)
+    config = _workers_config(work, data_dir)
+    steps, iters = (4, 100) if quick else (6, 300)
+    load_before = loadavg()
+    runs = {n: _timed_search(config, work, n, steps, iters) for n in (1, 2)}
+    per_hour = {n: 3600.0 * len(rows) / seconds for n, (seconds, rows) in runs.items()}
+    ratio = per_hour[2] / per_hour[1]
+    detail = {'load_before': load_before, 'load_after': loadavg(), 'search_steps': steps, 'max_iters': iters,
+              'workers_1_seconds': runs[1][0], 'workers_2_seconds': runs[2][0],
+              'rewarded': {n: len(rows) for n, (_, rows) in runs.items()},
+              'train_s_per_candidate_1': float(np.mean([float(r['train_seconds']) for r in runs[1][1]])),
+              'train_s_per_candidate_2': float(np.mean([float(r['train_seconds']) for r in runs[2][1]]))}
+    return _result('workers', per_hour[2], per_hour[1], 'candidates/h', '>= 1.7x on 2 cores', ratio >= 1.7, **detail)
+
+
+BENCHMARKS = ('pricing', 'data', 'train_step', 'search_overhead', 'memory', 'workers')

@@ -6,6 +6,7 @@ LABELS = {
     'train_step': "Project's trainer vs bare Paddle loop (published NAS, depthwise 5x5, 640, batch 8, CPU)",
     'search_overhead': 'Search overhead per step (outside train/eval) vs one demo step',
     'memory': 'Peak RSS, 640 batch-8 candidate training (trainer + reader) vs bare loop',
+    'workers': 'Search throughput, `--workers 2` vs `--workers 1` (demo config, FLOPs limit, same seed and budget)',
 }
 
 
@@ -177,6 +178,11 @@ NOTES = """## How each figure is measured
   reader (2 workers), vs a fresh process running the bare loop on in-memory batches. The `tree` figures sum the RSS of
   the process and its reader workers, sampled every 0.1 s; shared pages count once per process, so they are an upper
   bound.
+- **workers**: two whole runs of `train_nas.py -c demo.yml --workers N` (N = 1, then 2) on the bench's demo set
+  (96 px, FLOPs limit 1M..30M instead of the demo's machine-built latency table), same seed and `search_steps`;
+  each is timed end to end, Paddle's start-up and the report included, and its rewarded candidates counted from the
+  histories. In --quick mode 4 candidates of 100 iterations, else 6 of 300 (the demo's). Not interleaved: the two
+  runs follow each other, so a change of load between them moves the ratio.
 
 ## GPU
 

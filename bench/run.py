@@ -3,7 +3,7 @@
     python bench/run.py [--quick] [--only pricing,data,...] [--results bench/RESULTS.md]
 
 Prints one JSON object per line (name, value, baseline, ratio, unit, target, met, detail) for pricing, data,
-train_step, search_overhead and memory, and writes bench/RESULTS.md (table, command, machine). Each benchmark runs
+train_step, search_overhead, memory and workers, and writes bench/RESULTS.md (table, command, machine). Each benchmark runs
 in a fresh child process. ``--quick`` (fewer iterations; no to_static / thread / op-profile variants) takes under
 3 minutes on 2 cores; the full run about 15. Synthetic data is made under $BENCH_WORK (default /tmp/blazeface_bench).
 Nothing here runs in ``make test``.
@@ -23,7 +23,7 @@ sys.path.insert(0, HERE)
 
 from common import REPO, WORK, dataset, loadavg, wider640  # noqa: E402
 
-BENCHMARKS = ('pricing', 'data', 'train_step', 'search_overhead', 'memory')
+BENCHMARKS = ('pricing', 'data', 'train_step', 'search_overhead', 'memory', 'workers')
 
 
 def _child_cmd(name, quick):

@@ -13,7 +13,8 @@ rewards; the host is among the victims (forced for the last kill if chance has s
 land in training; so (unless --no-aim) half of the kills wait up to 15 s for a moment of AIMED instead. A kill point is the
 victim's role and the phase its log was in (training, evaluating, after a reward, waiting for the controller, ...).
 At the end: every process exited 0; exactly ``steps`` candidates rewarded in the histories, each once; no
-candidate trained (weights saved) twice; every history valid; the checkpoint's count and best equal to the
+candidate trained (weights saved) twice, unless it was lost (its trainer killed before its history row) and handed
+out again, once per loss; every history valid; the checkpoint's count and best equal to the
 histories'; nothing in flight; the killed processes' data workers gone within 5 s; no process left.
 Prints one JSON line (kills, kill points covered, wall time, problems). ``tests/test_soak.py`` runs a short one.
 """
@@ -24,6 +25,7 @@ import json
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -216,7 +218,7 @@ def run_soak(work, steps=8, kills=3, seed=0, seconds=600, max_iters=150, aim=Fal
     for role in roles:
         if role.proc.returncode not in (0, None) and role.restart_at is None:
             result.problems.append('{} exited {} (log {})'.format(role.name, role.proc.returncode, role.log))
-    result.problems += check_outputs(save_dir, steps)
+    result.problems += check_outputs(save_dir, steps, logs)
     left = wait_until_gone(work, timeout=5)
     if left:
         result.problems.append('processes left running: {}'.format(left))
@@ -225,7 +227,20 @@ def run_soak(work, steps=8, kills=3, seed=0, seconds=600, max_iters=150, aim=Fal
     return result
 
 
-def check_outputs(save_dir, steps):
+LOST = re.compile(r'so (\S+(?: and \S+)*) was lost with its process')
+
+
+def _handed_out_again(log_dir):
+    """How often each candidate (tokens joined by '-') was lost and handed out again, from the host's log lines."""
+    lost = collections.Counter()
+    for path in glob.glob(os.path.join(log_dir, '*.log')):
+        with open(path, errors='replace') as f:
+            for match in LOST.finditer(f.read()):
+                lost.update(text.replace(',', '-') for text in match.group(1).split(' and '))
+    return lost
+
+
+def check_outputs(save_dir, steps, log_dir):
     """The invariants of a finished search in ``save_dir``, as a list of what is broken."""
     problems, rows = [], []
     for path in sorted(glob.glob(os.path.join(save_dir, 'search_history*.csv'))):
@@ -238,7 +253,8 @@ def check_outputs(save_dir, steps):
         problems.append('{} rewarded rows, {} distinct; expected {}'.format(len(tokens), len(set(tokens)), steps))
     saved = collections.Counter(os.path.basename(os.path.dirname(p)).split('_', 1)[1]
                                 for p in glob.glob(os.path.join(save_dir, 'candidates', '*', 'model_final.pdparams')))
-    twice = [t for t, n in saved.items() if n > 1]
+    again = _handed_out_again(log_dir)
+    twice = [t for t, n in saved.items() if n > 1 + again[t]]
     if twice:
         problems.append('trained twice: {}'.format(twice))
     try:

@@ -143,7 +143,7 @@ def test_host_restart_keeps_candidates_in_flight_and_counts_once(tmp_path):
         second.close()
 
 
-def test_client_asking_again_releases_what_it_lost(tmp_path, caplog):
+def test_a_lost_candidate_is_handed_out_again_and_counted_once(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     port = free_port()
     host = _host(tmp_path, port, steps=2)
@@ -151,11 +151,32 @@ def test_client_asking_again_releases_what_it_lost(tmp_path, caplog):
         client = SafeControllerClient('127.0.0.1', port, host.key, 'client-a')
         lost = client.next_tokens()
         again = client.next_tokens()  # the client was killed and resumed under its name
-        assert lost != again and host.controller.in_flight == {','.join(map(str, again)): 'client-a'}
-        assert 'was lost with its previous process' in caplog.text
-        assert host.controller._searched[str(lost)] == -1, 'a lost candidate is never sampled again'
+        assert again == lost and host.controller.in_flight == {','.join(map(str, lost)): 'client-a'}
+        assert 'was lost with its process; it will be handed out again' in caplog.text
+        assert client.update(again, 0.5, 1) and client.update(again, 0.5, 1)  # a retry does not count again
+        assert host.rewarded == 1 and host.controller.lost == []
+        assert client.current_info()['rewarded'] == 1, 'every worker can count the steps of the whole search'
+        assert client.next_tokens() != lost, 'a rewarded candidate is never handed out again'
     finally:
         host.close()
+
+
+def test_candidates_of_dead_clients_survive_a_host_restart_and_go_to_the_next_client(tmp_path):
+    port = free_port()
+    first = _host(tmp_path, port, steps=2)
+    dead = SafeControllerClient('127.0.0.1', port, first.key, 'client-a')
+    lost = dead.next_tokens()
+    first.release_clients(['client-a'])  # the host learns client-a is not running any more
+    assert first.server.in_flight() == 0 and first.controller.clients_to_tell() == []
+    first.close()
+    second = _host(tmp_path, port, load=str(tmp_path), steps=2)
+    try:
+        assert second.controller.lost == [lost]
+        assert second.next_tokens() == lost, 'the lost candidate first, to whichever client asks'
+        assert second.controller.lost == [] and second.server.in_flight() == 1
+        assert second.reward(lost, 0.3, 1) and second.rewarded == 1
+    finally:
+        second.close()
 
 
 def test_a_restarted_host_gets_back_the_step_its_lost_candidate_held(tmp_path):
@@ -166,7 +187,7 @@ def test_a_restarted_host_gets_back_the_step_its_lost_candidate_held(tmp_path):
     second = _host(tmp_path, port, load=str(tmp_path), steps=1)
     try:
         again = second.next_tokens()
-        assert again is not None and again != lost, 'the search is not complete: its one step was never rewarded'
+        assert again == lost, 'the search is not complete: its one step is handed out again'
         assert second.server.in_flight() == 1
     finally:
         second.close()

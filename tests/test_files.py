@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from ppdet.core.workspace import ConfigError
-from ppdet.slim.nas.files import HISTORY_FIELDS, History, SaveError, atomic_write, claim_history
+from ppdet.slim.nas.files import HISTORY_FIELDS, History, SaveError, atomic_write, claim_history, dead_histories
 from search_fixtures import REPO
 
 ROW = {'step': 1, 'tokens': [2, 1, 3, 8, 2, 1, 2, 1, 0], 'status': 'trained', 'flops': 1e6, 'params': 100,
@@ -78,3 +78,22 @@ def test_a_resumed_client_takes_over_a_dead_clients_history_only(tmp_path):
     adopted = claim_history(save_dir, False, True)
     assert adopted.owner == alive and len(adopted.rows) == 1, 'a dead client\'s history is resumed under its name'
     assert claim_history(save_dir, False, False).owner != alive, 'without -r: a history of its own'
+
+
+def test_dead_histories_are_those_no_live_process_holds(tmp_path):
+    save_dir = str(tmp_path / 'out')
+    holder = subprocess.Popen([sys.executable, '-c', HOLDER.format(repo=REPO, save_dir=save_dir)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        alive = holder.stdout.readline().strip()
+        dead = History(os.path.join(save_dir, 'search_history_vm_1.csv'))
+        dead.append(ROW)
+        open(dead.path + '.lock', 'w').close()  # its process is gone: nobody holds the lock
+        mine = claim_history(save_dir, False, False)  # this process's own: never reported, never unlocked
+        found = dead_histories(save_dir)
+        assert [h.owner for h in found] == ['vm_1'] and len(found[0].rows) == 1
+        assert alive not in [h.owner for h in found] and mine.owner not in [h.owner for h in found]
+        assert claim_history(save_dir, False, True).owner == 'vm_1', 'the dead one can still be taken over'
+    finally:
+        holder.kill()
+        holder.wait()

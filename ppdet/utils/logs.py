@@ -34,12 +34,13 @@ class _DropLibraryNotices(logging.Filter):
         return not record.getMessage().startswith(NOISY_RECORDS)
 
 
-def setup_logging(level=logging.INFO):
-    """What an entry point calls first: one format, warnings logged, library notices dropped.
+def setup_logging(level=logging.INFO, prefix=''):
+    """What an entry point calls first: one format, warnings logged, library notices dropped. ``prefix`` starts
+    every message (``worker 1: ``), so the interleaved lines of a search's local workers say whose they are.
 
     ``force``: importing paddle already gave the root logger a handler of its own, which would keep ours out.
     """
-    logging.basicConfig(level=level, format=LOG_FORMAT, force=True)
+    logging.basicConfig(level=level, format=LOG_FORMAT.replace('%(message)s', prefix + '%(message)s'), force=True)
     logging.captureWarnings(True)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_DropLibraryNotices())

@@ -50,7 +50,7 @@ class CandidateTrainer:
         self.cfg = cfg
         self.device = device
         paddle.set_device(device)
-        self.fp16 = fp16 and device == 'gpu'
+        self.fp16 = fp16 and device.startswith('gpu')
         if fp16 and not self.fp16:
             logger.warning('--fp16 is ignored on the CPU (Paddle AMP needs a GPU); training in float32')
         self.loss_scale = loss_scale

@@ -17,7 +17,7 @@ __all__ = ['SearchSetup', 'load_search_config', 'SEARCH_KEYS']
 SEARCH_KEYS = ('architecture', 'max_iters', 'use_gpu', 'log_smooth_window', 'log_iter', 'metric', 'save_dir',
                'num_classes', 'reduce_rate', 'init_temperature', 'is_server', 'search_steps', 'server_ip',
                'server_port', 'search_space', 'TrainReader', 'EvalReader', 'max_consecutive_skips', 'seed',
-               'max_client_wait', 'controller_wait')
+               'max_client_wait', 'controller_wait', 'workers')
 
 
 @dataclass

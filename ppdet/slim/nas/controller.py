@@ -12,8 +12,10 @@ What SANAS (``paddleslim.nas.SANAS``) composes, composed here with the defaults 
 - the state that matters survives a kill of the host: rewards, sampled tokens (skips included) and the candidates
   in flight with their client are written atomically (write, fsync, rename) as they change, before the reply; a
   request the controller could not write down is not answered, so the client sends it again;
-- a client asking for tokens trains nothing: a candidate it still holds was lost with its previous process and
-  is released, so the rewards always add up to ``search_steps``;
+- a client asking for tokens trains nothing: a candidate it still holds was lost with its previous process; it is
+  released and handed out again (first, to the next client asking), so the rewards always add up to
+  ``search_steps`` and no candidate is counted twice; the host can release the candidates of clients it knows
+  are dead (``release_clients``: a local worker that died, or every worker of a search resumed with -r);
 - when every neighbour of the current tokens has been tried, sampling restarts from a random point instead of
   PaddleSlim's silent ``sys.exit()``.
 The wire protocol is PaddleSlim's: ``next_tokens``, ``current_info``, ``key<TAB>tokens<TAB>reward<TAB>iter<TAB>client``.
@@ -26,6 +28,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 import weakref
 from threading import Thread
@@ -65,10 +68,11 @@ class AnnealingController(SAController):
     """SAController with atomic checkpoints of everything a restarted host needs, candidates in flight included,
     and a random restart when the neighbourhood is exhausted."""
 
-    def __init__(self, *args, in_flight=None, to_tell=None, **kwargs):
+    def __init__(self, *args, in_flight=None, to_tell=None, lost=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._in_flight = dict(in_flight or {})  # token text -> the client training it
         self._to_tell = dict(to_tell or {})  # clients that asked for tokens and were not yet told 'done' -> 1
+        self._lost = [list(t) for t in lost or []]  # released candidates, handed out again before new ones
 
     def _save_checkpoint(self, output_dir):
         scene = {k: v for k, v in self.__dict__.items() if k not in ('_checkpoints', '_constrain_func')}
@@ -82,21 +86,35 @@ class AnnealingController(SAController):
     def in_flight(self):
         return self._in_flight
 
-    def release(self, client):
-        """``client`` asks for tokens, so it trains nothing: a candidate it still holds was lost with its previous
-        process (killed, restarted with -r). It is released (its tokens are never sampled again), before the
-        search is judged complete: otherwise the host would wait for it forever."""
+    @property
+    def lost(self):
+        return self._lost
+
+    def release(self, client, why='asks again'):
+        """A candidate ``client`` still holds was lost with its process (killed, restarted with -r): it is no
+        longer in flight (before the search is judged complete, else the host would wait for it forever) and
+        is queued to be handed out again, so the sampled candidate is still trained, once."""
         lost = [text for text, owner in self._in_flight.items() if owner == client]
         for text in lost:
             del self._in_flight[text]
+            self._lost.append([int(t) for t in text.split(',')])
         if lost:
-            logger.info('controller: client %s asks again, so %s was lost with its previous process; released',
-                        client, ' and '.join(lost))
+            logger.info('controller: client %s %s, so %s was lost with its process; it will be handed out again',
+                        client, why, ' and '.join(lost))
             self._persist()
 
+    def forget(self, clients):
+        """``clients`` are known to be dead (no process holds their history): release their candidates and do not
+        wait to tell them the search is done (one that comes back asks again and is told then)."""
+        for client in clients:
+            self.release(client, 'is not running')
+            if self._to_tell.pop(client, None) is not None:
+                self._persist()
+
     def hand_out(self, client):
-        """New tokens for ``client``, in flight until rewarded or skipped, written down before they are sent."""
-        tokens = self.next_tokens()
+        """Tokens for ``client`` (a lost candidate first, else new ones), in flight until rewarded or skipped,
+        written down before they are sent."""
+        tokens = self._lost.pop(0) if self._lost else self.next_tokens()
         self._in_flight[token_text(tokens)] = client
         self._to_tell[client] = 1
         self._persist()
@@ -113,7 +131,12 @@ class AnnealingController(SAController):
     def take_back(self, tokens):
         """A client priced the candidate out: it is not in flight any more (and stays sampled)."""
         self._in_flight.pop(token_text(tokens), None)
+        self._drop_lost(tokens)
         self._persist()
+
+    def _drop_lost(self, tokens):
+        """A lost candidate whose reward (or skip) arrives after all (a resumed client re-sending its history)."""
+        self._lost = [t for t in self._lost if t != list(tokens)]
 
     def record(self, tokens, reward):
         """Count a reward once (a client retrying after a crash must not count twice) and step the annealing.
@@ -122,6 +145,7 @@ class AnnealingController(SAController):
         progress, which PaddleSlim approximates with client_num x the client's own iteration.
         """
         self._in_flight.pop(token_text(tokens), None)
+        self._drop_lost(tokens)
         if self._searched.get(str(tokens), -1) != -1:
             self._persist()
             return False
@@ -172,6 +196,7 @@ class SafeControllerServer(ControllerServer):
         _close_in_forked_children(self._socket_server)
         self._ip, self._port = self._socket_server.getsockname()[:2]
         self.failure = None  # the SaveError that stopped the server
+        self._lock = threading.Lock()  # requests and the host's own changes (release_clients) one at a time
         self._thread = Thread(target=self.run, daemon=True)
         self._thread.start()
 
@@ -183,6 +208,14 @@ class SafeControllerServer(ControllerServer):
     def in_flight(self):
         """Candidates handed out and neither rewarded nor reported skipped."""
         return len(self._controller.in_flight)
+
+    def release_clients(self, clients, rewards=()):
+        """Called from the host's own threads: ``clients`` are dead; the ``rewards`` (tokens, reward) their
+        histories hold are counted (once), what else they had in flight goes back to be handed out."""
+        with self._lock:
+            for tokens, reward in rewards:
+                self._controller.record(tokens, reward)
+            self._controller.forget(clients)
 
     def clients_to_tell(self):
         """Clients that will ask again and should hear 'done' rather than find the server gone (kept across a
@@ -197,7 +230,10 @@ class SafeControllerServer(ControllerServer):
                 break
             with conn:
                 try:
-                    conn.sendall(self._answer(_receive(conn)).encode())
+                    message = _receive(conn)
+                    with self._lock:
+                        reply = self._answer(message)
+                    conn.sendall(reply.encode())
                 except SaveError as e:  # not answered: the client asks again, of a host restarted with -r
                     logger.error('controller stopped: %s', e)
                     self.failure = e
@@ -220,7 +256,7 @@ class SafeControllerServer(ControllerServer):
             return token_text(self._controller.hand_out(client))
         if message == 'current_info':
             return repr({'best_tokens': self._controller.best_tokens, 'best_reward': self._controller.max_reward,
-                         'current_tokens': self._controller.current_tokens})
+                         'current_tokens': self._controller.current_tokens, 'rewarded': self._controller._iter})
         if message.startswith('skip\t'):
             tokens = self._parse_tokens(message.split('\t', 1)[1])
             if tokens is None:
@@ -427,7 +463,10 @@ def _scene_problem(scene, ranges):
                'null or tokens within the range table'),
               ('_searched', not isinstance(scene['_searched'], dict), 'a mapping of tokens to rewards'),
               ('_in_flight', not isinstance(scene.get('_in_flight', {}), dict), 'a mapping of tokens to clients'),
-              ('_to_tell', not isinstance(scene.get('_to_tell', {}), dict), 'a mapping of client names')]
+              ('_to_tell', not isinstance(scene.get('_to_tell', {}), dict), 'a mapping of client names'),
+              ('_lost', not (isinstance(scene.get('_lost', []), list) and not any(bad_tokens(t) for t in
+                                                                                scene.get('_lost', []))),
+               'a list of tokens within the range table')]
     for key, wrong, should in checks:
         if wrong:
             return '"{}"'.format(key), '{} is {!r}; it should be {}'.format(key, scene[key], should)
@@ -476,7 +515,7 @@ class SearchController:
         if scene is not None:
             state = dict(init_tokens=scene['_tokens'], reward=scene['_reward'], max_reward=scene['_max_reward'],
                          iters=scene['_iter'], best_tokens=scene['_best_tokens'], searched=scene['_searched'],
-                         in_flight=scene.get('_in_flight'), to_tell=scene.get('_to_tell'))
+                         in_flight=scene.get('_in_flight'), to_tell=scene.get('_to_tell'), lost=scene.get('_lost'))
             in_flight = scene.get('_in_flight') or {}
             logger.info('controller restored from %s: %d rewarded, %d sampled in all, %d in flight%s', load_checkpoint,
                         scene['_iter'], len(scene['_searched']), len(in_flight),
@@ -498,6 +537,17 @@ class SearchController:
     def rewarded(self):
         """How many rewards the controller has taken (its iteration), when this process hosts it."""
         return self.controller._iter if self.controller is not None else None
+
+    def rewarded_so_far(self):
+        """The whole search's reward count, asked of the controller by a client (None if it does not answer at
+        once): so every worker's progress line counts the same steps."""
+        if self.controller is not None:
+            return self.controller._iter
+        try:
+            info = self.client.current_info(wait_seconds=0)
+        except ControllerGone:
+            return None
+        return info.get('rewarded') if isinstance(info, dict) else None
 
     def connect(self):
         """A client: wait for the controller (``controller_wait``) and make sure it is one; the host: nothing."""
@@ -523,24 +573,36 @@ class SearchController:
         """Tell the controller a sampled candidate will not be trained (it stays sampled: never proposed again)."""
         return self._call(self.client.skip, tokens)
 
+    def release_clients(self, clients, rewards=()):
+        """On the host: ``clients`` are dead; ``rewards`` from their histories count, the rest of what they had in
+        flight is handed out again."""
+        if self.server is not None and clients:
+            self.server.release_clients(clients, rewards)
+
     def wait_for_others(self, timeout, poll=1.0, goodbye_seconds=60):
         """On the host: serve on until candidates in flight elsewhere are rewarded (at most ``timeout`` s), then
-        until the other clients have been told the search is done (at most ``goodbye_seconds``)."""
+        until the other clients have been told the search is done (at most ``goodbye_seconds``). False, at once,
+        when a candidate in flight was lost (its client died) and the search needs it trained after all: the
+        host then asks for tokens again."""
         if self.server is None:
-            return
+            return True
         self.controller.told_done(self.client.client_name)  # the host itself is done
         for pending, limit, what in ((self.server.in_flight, timeout, 'candidate(s) in flight on other clients'),
                                      (self.server.clients_to_tell, goodbye_seconds, 'client(s) to finish')):
             deadline, logged_count, logged_at = time.time() + limit, None, 0.0
-            while pending() and time.time() < deadline:
+            while self.server.finished() and pending() and time.time() < deadline:
                 if self.server.failure is not None:
                     raise self.server.failure
                 if pending() != logged_count or time.time() - logged_at >= 60:  # on change, else once a minute
                     logger.info('waiting for %d %s (at most %.0fs more)', pending(), what, deadline - time.time())
                     logged_count, logged_at = pending(), time.time()
                 time.sleep(poll)
+            if not self.server.finished():
+                logger.info('a candidate in flight elsewhere was lost: the host trains it')
+                return False
             if pending():
                 logger.warning('stopped waiting for %d %s', pending(), what)
+        return True
 
     def best(self):
         """(best tokens, best reward) read from the controller itself; PaddleSlim's client eval()s the reply."""

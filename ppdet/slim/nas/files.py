@@ -12,7 +12,8 @@ except ImportError:  # Windows: no POSIX locks; a resumed client then always sta
 
 from ppdet.core.workspace import ConfigError
 
-__all__ = ['atomic_write', 'History', 'HISTORY_FIELDS', 'HISTORY_NAME', 'SaveError', 'claim_history', 'line_of']
+__all__ = ['atomic_write', 'History', 'HISTORY_FIELDS', 'HISTORY_NAME', 'SaveError', 'claim_history', 'dead_histories',
+           'line_of']
 
 HISTORY_FIELDS = ['step', 'tokens', 'status', 'flops', 'params', 'latency_us', 'ap', 'train_seconds', 'client']
 HISTORY_NAME = 'search_history.csv'
@@ -135,7 +136,7 @@ def _cell(value):
     return str(value)
 
 
-_held_locks = []  # descriptors of the locks this process holds, open until it ends
+_held_locks = {}  # path -> descriptor of each lock this process holds, open until it ends
 
 
 def _make_dir(directory):
@@ -152,6 +153,8 @@ def _lock(path):
     inherited by forked data workers and end with the process, ``kill -9`` included."""
     if fcntl is None:
         return True
+    if os.path.abspath(path) in _held_locks:  # POSIX would grant it again to its holder: one claim per lock
+        return False
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
@@ -162,8 +165,34 @@ def _lock(path):
     except OSError:
         os.close(fd)
         return False
-    _held_locks.append(fd)
+    _held_locks[os.path.abspath(path)] = fd
     return True
+
+
+def _is_free(path):
+    """No live process holds the lock on ``path`` (tested by taking it and letting it go at once). Never asked of
+    a lock this process holds: closing any descriptor of a file drops all of this process's POSIX locks on it."""
+    if fcntl is None or os.path.abspath(path) in _held_locks:
+        return False
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # also lets go of the lock just taken
+    return True
+
+
+def dead_histories(save_dir):
+    """The histories (owner: the client name) in ``save_dir`` of clients whose process is no longer running (their
+    lock is free). Empty where there are no POSIX locks (nothing can be told)."""
+    paths = [lock[:-len('.lock')] for lock in sorted(glob.glob(os.path.join(save_dir, 'search_history_*.csv.lock')))
+             if _is_free(lock)]
+    return [History(path, _client_name(path)) for path in paths]
 
 
 def claim_history(save_dir, is_server, resume):

@@ -20,7 +20,7 @@ from ppdet.slim.nas.candidate import CandidateTrainer, select_device
 from ppdet.slim.nas.constraint import train_input_size
 from ppdet.slim.nas.controller import DEFAULT_CONTROLLER_WAIT, ControllerGone, SearchController
 from ppdet.slim.nas.distributed import Ranks
-from ppdet.slim.nas.files import History, SaveError, claim_history
+from ppdet.slim.nas.files import History, SaveError, claim_history, dead_histories
 from ppdet.slim.nas.preflight import check_search_inputs
 from ppdet.slim.nas.report import plot_pareto, write_best_structure, write_paddledet_override
 from ppdet.utils.stats import eta_string
@@ -37,7 +37,8 @@ class SearchError(RuntimeError):
 
 
 class NasSearch:
-    def __init__(self, setup, resume_dir=None, fp16=False, loss_scale=8.0, ranks=None):
+    def __init__(self, setup, resume_dir=None, fp16=False, loss_scale=8.0, ranks=None, device=None):
+        """``device``: where candidates train ('cpu', 'gpu', 'gpu:2'); by default from ``use_gpu``."""
         check_search_inputs(setup)  # before the controller listens or anything is built
         if setup.note:
             logger.info('%s', setup.note)
@@ -51,7 +52,7 @@ class NasSearch:
         self.metric = 'flops' if setup.constraint.ctype == 'flops' else 'latency_us'
         seed = int(cfg.get('seed', 0))
         np.random.seed(seed)  # the controller samples with numpy: a seed replays a search
-        self.trainer = CandidateTrainer(cfg, select_device(cfg.get('use_gpu', False)), fp16, loss_scale,
+        self.trainer = CandidateTrainer(cfg, device or select_device(cfg.get('use_gpu', False)), fp16, loss_scale,
                                         seed=seed, ranks=self.ranks)
         self.history = self.controller = None
         if self.ranks.is_main:
@@ -60,9 +61,23 @@ class NasSearch:
                 setup.space_name, setup.space, cfg.get('server_ip', ''), cfg.get('server_port', 8999),
                 self.is_server, cfg.get('init_temperature'), cfg.get('reduce_rate', 0.85), self.search_steps,
                 self.save_dir, resume_dir, self.history.owner, cfg.get('controller_wait', DEFAULT_CONTROLLER_WAIT))
+            if resume_dir is not None:
+                self.release_dead_clients()  # before any client of this run (a local worker) starts
 
-    def run(self):
-        """Search until the controller has ``search_steps`` rewards; returns (best tokens, best AP)."""
+    def release_dead_clients(self):
+        """On the host: hand out again what clients that are no longer running had in flight (a local worker
+        that died; on resume, every client of the earlier run that was not restarted), rather than wait for it.
+        The rewards in their histories count first: one that died between writing its row and sending the reward
+        lost nothing, and its candidate must not be trained again."""
+        if self.is_server:
+            dead = dead_histories(self.save_dir)
+            rewards = [([int(t) for t in row['tokens'].split()], float(row['ap']))
+                       for history in dead for row in history.rewarded()]
+            self.controller.release_clients([history.owner for history in dead], rewards)
+
+    def run(self, report=True):
+        """Search until the controller has ``search_steps`` rewards; returns (best tokens, best AP). ``report``
+        False (a local worker of ``--workers``): no report files or structure block, the host writes them."""
         if not self.ranks.is_main:
             return self._follow()
         try:
@@ -70,9 +85,13 @@ class NasSearch:
                 self.controller.connect()
                 self._resend_rewards()
                 self._search()
+                while not self.controller.wait_for_others(float(self.cfg.get('max_client_wait', 86400))):
+                    self._search()  # a candidate lost elsewhere: the host trains it
             finally:
                 self.ranks.broadcast(None)  # releases the other ranks
-            self.controller.wait_for_others(float(self.cfg.get('max_client_wait', 86400)))
+            if not report:
+                self.controller.close()
+                return None, None
             return self.finish()
         except ControllerGone as e:
             raise SearchError('{}; this client stops, its history is in {} (resume it with -r {})'.format(
@@ -124,8 +143,8 @@ class NasSearch:
         return done is not None and done >= self.search_steps
 
     def _progress(self):
-        """Rewards so far: the controller's count on the host, this client's own count elsewhere."""
-        done = self.controller.rewarded
+        """Rewards so far of the whole search (the controller's count); this client's own if it cannot be asked."""
+        done = self.controller.rewarded_so_far()
         return len(self.history.rewarded()) if done is None else done
 
     def _price(self, tokens):
