@@ -94,3 +94,22 @@ def wait_until_gone(marker, timeout=5.0):
         if not left or time.time() >= deadline:
             return left
         time.sleep(0.2)
+
+
+def start_search(config, *args):
+    """``train_nas.py -c config ...`` as a running process whose stderr (the log) a test reads line by line."""
+    return subprocess.Popen([sys.executable, '-u', os.path.join(REPO, 'train_nas.py'), '-c', config, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+
+def read_until(proc, predicate, timeout=180):
+    """stderr lines of ``proc`` up to the first one ``predicate`` accepts; fails with the log's tail if none does."""
+    lines, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if predicate(line):
+            return lines
+    raise AssertionError('never seen; log so far:\n' + ''.join(lines[-30:]))

@@ -5,27 +5,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
-from search_fixtures import REPO, tiny_config, tiny_dataset
-
-
-def _start(config, *args):
-    return subprocess.Popen([sys.executable, '-u', os.path.join(REPO, 'train_nas.py'), '-c', config, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-
-
-def _read_until(proc, text, timeout=120):
-    """stderr lines of ``proc`` up to the first containing ``text``."""
-    lines, deadline = [], time.time() + timeout
-    while time.time() < deadline:
-        line = proc.stderr.readline()
-        lines.append(line)
-        if text in line or not line:
-            break
-    return ''.join(lines)
+from search_fixtures import REPO, read_until, start_search, tiny_config, tiny_dataset
 
 
 def _rows(save_dir):
@@ -48,9 +31,10 @@ def test_one_server_two_clients(tmp_path, dataset):
     client = str(tmp_path / 'client.yml')
     with open(client, 'w') as f:
         f.write(text.replace('is_server: true', 'is_server: false').replace('server_ip: ""', 'server_ip: 127.0.0.1'))
-    clients = [_start(client) for _ in range(2)]
-    early = [_read_until(p, 'is not up yet') for p in clients]  # both clients are waiting for the controller
-    server = _start(host)
+    clients = [start_search(client) for _ in range(2)]
+    early = [''.join(read_until(p, lambda line: 'is not up yet' in line, timeout=120))  # both are waiting
+             for p in clients]
+    server = start_search(host)
     outs = [p.communicate(timeout=600) for p in [server] + clients]
     outs[1:] = [(out, first + err) for first, (out, err) in zip(early, outs[1:])]
     for p, (_, err) in zip([server] + clients, outs):

@@ -1,5 +1,6 @@
 """The search's files: atomic writes that fail cleanly, histories checked when read, a client's history resumed
 by one process at a time under its old name."""
+import contextlib
 import os
 import subprocess
 import sys
@@ -62,18 +63,24 @@ HOLDER = textwrap.dedent('''
 ''')
 
 
-def test_a_resumed_client_takes_over_a_dead_clients_history_only(tmp_path):
-    save_dir = str(tmp_path / 'out')
+@contextlib.contextmanager
+def _live_client(save_dir):
+    """A client process that claims a history in ``save_dir`` and holds its lock; yields the client's name."""
     holder = subprocess.Popen([sys.executable, '-c', HOLDER.format(repo=REPO, save_dir=save_dir)],
                               stdout=subprocess.PIPE, text=True)
     try:
-        alive = holder.stdout.readline().strip()
-        History(os.path.join(save_dir, 'search_history_{}.csv'.format(alive))).append(ROW)
-        mine = claim_history(save_dir, False, True)
-        assert mine.owner != alive and mine.rows == [], 'a live client keeps its history'
+        yield holder.stdout.readline().strip()
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_resumed_client_takes_over_a_dead_clients_history_only(tmp_path):
+    save_dir = str(tmp_path / 'out')
+    with _live_client(save_dir) as alive:
+        History(os.path.join(save_dir, 'search_history_{}.csv'.format(alive))).append(ROW)
+        mine = claim_history(save_dir, False, True)
+        assert mine.owner != alive and mine.rows == [], 'a live client keeps its history'
     os.unlink(mine.path + '.lock')  # this process claimed once already; a real client claims once per process
     adopted = claim_history(save_dir, False, True)
     assert adopted.owner == alive and len(adopted.rows) == 1, 'a dead client\'s history is resumed under its name'
@@ -82,10 +89,7 @@ def test_a_resumed_client_takes_over_a_dead_clients_history_only(tmp_path):
 
 def test_dead_histories_are_those_no_live_process_holds(tmp_path):
     save_dir = str(tmp_path / 'out')
-    holder = subprocess.Popen([sys.executable, '-c', HOLDER.format(repo=REPO, save_dir=save_dir)],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        alive = holder.stdout.readline().strip()
+    with _live_client(save_dir) as alive:
         dead = History(os.path.join(save_dir, 'search_history_vm_1.csv'))
         dead.append(ROW)
         open(dead.path + '.lock', 'w').close()  # its process is gone: nobody holds the lock
@@ -94,6 +98,3 @@ def test_dead_histories_are_those_no_live_process_holds(tmp_path):
         assert [h.owner for h in found] == ['vm_1'] and len(found[0].rows) == 1
         assert alive not in [h.owner for h in found] and mine.owner not in [h.owner for h in found]
         assert claim_history(save_dir, False, True).owner == 'vm_1', 'the dead one can still be taken over'
-    finally:
-        holder.kill()
-        holder.wait()

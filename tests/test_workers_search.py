@@ -6,13 +6,11 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
-import time
 
 import pytest
 
-from search_fixtures import REPO, processes_with, run_search, tiny_config, tiny_dataset, wait_until_gone
+from search_fixtures import (processes_with, read_until, run_search, start_search, tiny_config, tiny_dataset,
+                            wait_until_gone)
 from search_space.blazefacespace_nas import STRUCTURE_START
 
 STEPS = 4
@@ -26,24 +24,6 @@ def dataset(tmp_path_factory):
 def _config(tmp_path, dataset, **values):
     return tiny_config(tmp_path, dataset, **dict(dict(search_steps=STEPS, max_iters=100, max_client_wait=120),
                                                  **values))
-
-
-def _start(config, *args):
-    return subprocess.Popen([sys.executable, '-u', os.path.join(REPO, 'train_nas.py'), '-c', config, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-
-
-def _read_until(proc, predicate, timeout=180):
-    """stderr lines of ``proc`` up to the first one ``predicate`` accepts."""
-    lines, deadline = [], time.time() + timeout
-    while time.time() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        if predicate(line):
-            return lines
-    raise AssertionError('never seen; log so far:\n' + ''.join(lines[-30:]))
 
 
 def _worker_pid(driver_pid, worker_id):
@@ -93,9 +73,9 @@ def test_two_workers_one_search(tmp_path, dataset):
 
 
 def test_a_killed_worker_is_reported_once_restarted_and_its_candidate_trained_once(tmp_path, dataset):
-    driver = _start(_config(tmp_path, dataset), '--workers', '2')
+    driver = start_search(_config(tmp_path, dataset), '--workers', '2')
     try:
-        lines = _read_until(driver, lambda line: 'worker 1: ' in line and 'iter: 2,' in line)
+        lines = read_until(driver, lambda line: 'worker 1: ' in line and 'iter: 2,' in line)
         handed = [line.split('tokens ')[1].split(' <<<')[0] for line in lines
                   if 'worker 1: ' in line and '<<<------' in line]
         os.kill(_worker_pid(driver.pid, 1), signal.SIGKILL)
@@ -112,9 +92,9 @@ def test_a_killed_worker_is_reported_once_restarted_and_its_candidate_trained_on
 
 def test_sigterm_stops_every_worker_and_resume_with_another_n_completes(tmp_path, dataset):
     config = _config(tmp_path, dataset)
-    driver = _start(config, '--workers', '2')
+    driver = start_search(config, '--workers', '2')
     try:
-        _read_until(driver, lambda line: 'worker 1: ' in line and 'iter: 2,' in line)
+        read_until(driver, lambda line: 'worker 1: ' in line and 'iter: 2,' in line)
         driver.send_signal(signal.SIGTERM)
         _, err = driver.communicate(timeout=60)
     finally:
