@@ -22,12 +22,13 @@ $(PADDLEDET_STAMP): requirements-paddledet.txt $(STAMP)
 	$(PY) -m pip install --quiet --no-deps --target $(PADDLEDET) -r requirements-paddledet.txt
 	@touch $(PADDLEDET_STAMP)
 
-DEMO_DATA := dataset/synthetic_wider_face
+DEMO_DATA := dataset/demo_faces_96
 DEMO_TABLE := dataset/latency_demo_96_network.txt
 
 demo: $(STAMP)
 	@test -f $(DEMO_DATA)/wider_face_split/wider_face_val_bbx_gt.txt || \
-		$(PY) tools/make_synthetic_widerface.py --out $(DEMO_DATA) --size 96 --train 400 --val 60 --scenes empty,portraits
+		$(PY) tools/make_synthetic_widerface.py --out $(DEMO_DATA) --size 96 --train 800 --val 300 --scenes empty,portraits \
+			--clutter none
 	$(PY) tools/build_latency_table.py -c demo.yml --out $(DEMO_TABLE)
 	@# the limit: the 45th percentile of the space as this machine's table prices it (see demo.yml)
 	@LIMIT=$$($(PY) tools/price_arch.py -c demo.yml --quantile 0.45) && \

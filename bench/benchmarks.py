@@ -6,6 +6,7 @@ import csv
 import glob
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -366,7 +367,7 @@ WORKERS_CONSTRAINT = 'Constraint:\n  ctype: flops\n  min_constraint: 1000000\n  
 def _workers_config(work, data_dir):
     """demo.yml on the bench's demo set, with a FLOPs limit (the demo's latency table is built by make demo)."""
     with open(os.path.join(REPO, 'demo.yml')) as f:
-        text = f.read().replace('dataset/synthetic_wider_face', data_dir)
+        text = re.sub(r'dataset_dir: \S+', 'dataset_dir: ' + data_dir, f.read())
     start, end = text.index('Constraint:'), text.index('\nBlazeFace:')
     path = os.path.join(work, 'demo_flops.yml')
     with open(path, 'w') as f:

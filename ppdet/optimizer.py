@@ -12,7 +12,7 @@ from paddle.optimizer.lr import LRScheduler
 
 from ppdet.core.workspace import ConfigError, build, register
 
-__all__ = ['PiecewiseDecay', 'LinearWarmup', 'LearningRate', 'OptimizerBuilder']
+__all__ = ['PiecewiseDecay', 'CosineDecay', 'LinearWarmup', 'LearningRate', 'OptimizerBuilder']
 
 
 @register
@@ -36,7 +36,7 @@ class PiecewiseDecay(object):
         self.milestones = list(milestones)
         self.values = None if values is None else list(values)
 
-    def __call__(self, base_lr, learning_rate=None):
+    def __call__(self, base_lr, learning_rate=None, budget=None):
         """Return the schedule; like the original it replaces, not wraps, any earlier ``learning_rate``."""
         if self.values is not None:
             values, source = self.values, 'values'
@@ -64,6 +64,27 @@ class _GlobalStepWarmup(paddle.optimizer.lr.LinearWarmup):
 
 
 @register
+class CosineDecay(object):
+    """Cosine decay from ``base_lr`` to ``base_lr * min_factor`` over ``max_iters`` iterations, by default the
+    training's own budget (``max_iters`` of the config, or of the candidate's re-training).
+
+    Not in the original: its milestones (240k, 300k) lie far beyond a candidate's 5000 iterations, so a candidate
+    never sees a decay and its AP is read off a noisy, still-high learning rate. A schedule that ends with the budget
+    settles the weights before they are evaluated (bench/SEARCH_QUALITY.md measures what that does to the ranking).
+    """
+
+    def __init__(self, max_iters=None, min_factor=0.):
+        self.max_iters = max_iters
+        self.min_factor = min_factor
+
+    def __call__(self, base_lr, learning_rate=None, budget=None):
+        steps = self.max_iters or budget
+        if not steps or steps <= 0:
+            raise ConfigError('CosineDecay: no max_iters and no training budget to fit; set CosineDecay.max_iters')
+        return paddle.optimizer.lr.CosineAnnealingDecay(base_lr, T_max=int(steps), eta_min=base_lr * self.min_factor)
+
+
+@register
 class LinearWarmup(object):
     """Linear ramp from ``base_lr * start_factor`` to ``base_lr`` over ``steps`` iterations, then the schedule
     it wraps (or ``base_lr`` when it is the first scheduler)."""
@@ -72,7 +93,7 @@ class LinearWarmup(object):
         self.steps = steps
         self.start_factor = start_factor
 
-    def __call__(self, base_lr, learning_rate=None):
+    def __call__(self, base_lr, learning_rate=None, budget=None):
         return _GlobalStepWarmup(learning_rate=base_lr if learning_rate is None else learning_rate,
                                  warmup_steps=self.steps, start_lr=base_lr * self.start_factor, end_lr=base_lr)
 
@@ -89,13 +110,14 @@ class LearningRate(object):
                 raise ConfigError('LearningRate.schedulers: {!r} is not a scheduler such as !PiecewiseDecay'.format(
                     sched))
 
-    def __call__(self):
-        """Return a ``paddle.optimizer.lr.LRScheduler``; step it once per iteration."""
+    def __call__(self, budget=None):
+        """Return a ``paddle.optimizer.lr.LRScheduler``; step it once per iteration. ``budget``: the iterations
+        the training will run, for schedules fitted to it (``!CosineDecay``)."""
         if not self.schedulers:
             raise ConfigError('LearningRate.schedulers is empty; give at least one, e.g. !PiecewiseDecay')
         lr = None
         for sched in self.schedulers:
-            lr = sched(self.base_lr, lr)
+            lr = sched(self.base_lr, lr, budget=budget)
         return lr
 
 

@@ -9,20 +9,24 @@ from search_fixtures import REPO, processes_with, tiny_config, tiny_dataset, wai
 
 
 def test_launch_two_ranks_only_rank0_talks_and_writes(tmp_path):
-    config = tiny_config(tmp_path, tiny_dataset(tmp_path), search_steps=2, max_iters=3)
+    """Two candidates, then the best re-trained with one more seed (rank 1 trains that too)."""
+    config = tiny_config(tmp_path, tiny_dataset(tmp_path), search_steps=2, max_iters=3, rerank_top_k=1,
+                         rerank_seeds=1)
     logs = tmp_path / 'log'
     out = subprocess.run([sys.executable, '-m', 'paddle.distributed.launch', '--nproc_per_node', '2', '--log_dir',
                           str(logs), os.path.join(REPO, 'train_nas.py'), '-c', config],
                          capture_output=True, text=True, timeout=600, cwd=REPO)
     rank0, rank1 = [(logs / 'workerlog.{}'.format(i)).read_text() for i in range(2)]
     assert out.returncode == 0, rank0[-2000:] + rank1[-2000:]
-    assert rank1.count('TrainReader epoch') >= 2, 'rank 1 trains every candidate too'
+    assert rank1.count('TrainReader epoch') >= 3, 'rank 1 trains every candidate and the re-training too'
     assert 'iter: 0, lr:' in rank0 and 'iter: 0, lr:' not in rank1, 'only rank 0 logs the training'
     assert 'structure start' in rank0 and 'structure start' not in rank1
     histories = glob.glob(str(tmp_path / 'out' / 'search_history*.csv'))
     assert [os.path.basename(h) for h in histories] == ['search_history.csv']
     with open(histories[0]) as f:
         assert sum(1 for line in f if ',trained,' in line) == 2
+    with open(tmp_path / 'out' / 'rerank.csv') as f:
+        assert len(f.read().splitlines()) == 2  # header and the one re-training, written by rank 0 alone
 
 
 def test_ranks_and_their_workers_end_with_a_killed_launcher(tmp_path):

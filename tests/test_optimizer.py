@@ -4,7 +4,7 @@ import paddle
 import pytest
 
 from ppdet.core.workspace import AttrDict, ConfigError, Tagged, create, load_config
-from ppdet.optimizer import LearningRate, LinearWarmup, OptimizerBuilder, PiecewiseDecay
+from ppdet.optimizer import CosineDecay, LearningRate, LinearWarmup, OptimizerBuilder, PiecewiseDecay
 
 ORIGINAL_CONFIG = """
 LearningRate:
@@ -71,6 +71,57 @@ def test_schedulers_given_as_tagged_yaml_nodes_are_built():
 def test_piecewise_values_must_match_milestones():
     with pytest.raises(ConfigError, match='2 milestones need 3'):
         LearningRate(schedulers=[PiecewiseDecay(values=[1.0, 0.1], milestones=[5, 9])])()
+
+
+COSINE_CONFIG = """
+LearningRate:
+  base_lr: 0.01
+  schedulers:
+  - !CosineDecay {}
+"""
+
+
+def test_cosine_is_fitted_to_the_training_budget(tmp_path):
+    path = tmp_path / 'cosine.yml'
+    path.write_text(COSINE_CONFIG)
+    for budget in (300, 1200):
+        scheduler = create('LearningRate', AttrDict(load_config(str(path))))(budget=budget)
+        rates = lr_at(scheduler, {0, budget // 2, budget - 1})
+        assert rates[0] == pytest.approx(0.01)
+        assert rates[budget // 2] == pytest.approx(0.005)  # half way down at half the budget, whatever it is
+        assert rates[budget - 1] < 0.01 * 1e-3  # and (nearly) zero at its last iteration
+
+
+def test_cosine_with_warmup_and_a_floor():
+    scheduler = LearningRate(base_lr=0.2, schedulers=[CosineDecay(min_factor=0.1),
+                                                      LinearWarmup(steps=10, start_factor=0.5)])(budget=100)
+    rates = lr_at(scheduler, {0, 10, 50, 100})
+    assert rates[0] == pytest.approx(0.1) and rates[10] == pytest.approx(0.2 * (0.1 + 0.9 * (1 + np.cos(np.pi * 0.1)) / 2))
+    assert rates[50] == pytest.approx(0.2 * 0.55) and rates[100] == pytest.approx(0.02)
+
+
+def test_cosine_without_a_budget_names_the_key():
+    with pytest.raises(ConfigError, match='CosineDecay.max_iters'):
+        LearningRate(schedulers=[CosineDecay()])()
+    assert lr_at(LearningRate(schedulers=[CosineDecay(max_iters=10)])(), {5}) == pytest.approx({5: 0.005})
+
+
+def test_the_trainer_fits_the_schedule_to_its_budget(tmp_path):
+    """CandidateTrainer hands its max_iters to the schedule."""
+    from ppdet.slim.nas.candidate import CandidateTrainer
+    path = tmp_path / 'cosine.yml'
+    for budget in (40, 8):
+        path.write_text(COSINE_CONFIG + OPTIMIZER_SECTION + 'max_iters: {}\n'.format(budget))
+        trainer = CandidateTrainer(AttrDict(load_config(str(path))))
+        lr, _ = trainer._optimizer(paddle.nn.Linear(2, 2))
+        assert lr.T_max == budget
+
+
+OPTIMIZER_SECTION = """
+OptimizerBuilder:
+  optimizer: {momentum: 0.0, type: RMSPropOptimizer}
+  regularizer: {factor: 0.0005, type: L2}
+"""
 
 
 class Tiny(paddle.nn.Layer):

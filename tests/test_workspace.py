@@ -87,3 +87,33 @@ def test_unsupported_architecture_or_metric(tmp_path, key, value):
                   .format(key, value))
     with pytest.raises(ConfigError, match=key):
         load_search_config(path)
+
+
+def test_base_config_is_read_first_and_overlaid(tmp_path):
+    (tmp_path / 'base.yml').write_text('num_classes: 5\nmax_iters: 10\n_Toy: {size: 4, names: [a, b]}\n'
+                                       'thing: !_Toy {size: 1}\n')
+    (tmp_path / 'sub').mkdir()
+    top = tmp_path / 'sub' / 'top.yml'
+    top.write_text('_BASE_: ../base.yml\nmax_iters: 20\n_Toy: {names: [c]}\nthing: !_Toy {flag: true}\n')
+    cfg = load_config(str(top))
+    assert (cfg['num_classes'], cfg['max_iters']) == (5, 20)
+    assert cfg['_Toy'] == {'size': 4, 'names': ['c']}  # sections merge key by key, lists are replaced
+    assert dict(cfg['thing']) == {'flag': True}  # a tagged node is replaced whole
+    assert '_BASE_' not in cfg and cfg['filename'] == str(top)
+
+
+def test_base_config_mistakes_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r'c.yml: _BASE_ .*nope.yml not found'):
+        load_config(_write(tmp_path, '_BASE_: nope.yml\n'))
+    with pytest.raises(ConfigError, match='includes itself'):
+        load_config(_write(tmp_path, '_BASE_: c.yml\n'))
+
+
+def test_the_improved_config_is_the_original_plus_the_improvements():
+    original, improved = (load_search_config(name).cfg for name in ('blazeface.yml', 'blazeface_improved.yml'))
+    assert improved['rerank_top_k'] == 5 and improved['rerank_seeds'] == 2
+    assert [s.cls.__name__ for s in improved['LearningRate']['schedulers']] == ['CosineDecay']
+    changed = {'LearningRate', 'rerank_top_k', 'rerank_seeds', 'save_dir', 'filename'}
+    for key in set(original) | set(improved):
+        if key not in changed:
+            assert improved.get(key) == original.get(key), key

@@ -31,6 +31,14 @@ SCENES = {  # name: (probability, face count range, face height as a fraction of
     'crowds': (0.25, (8, 22), (0.02, 0.08)),  # small faces
 }
 MIN_FACE = 5  # pixels
+# How much there is besides the faces: background shapes per image, the share of faces occluded and the odds of
+# blur levels 0/1/2. 'full' is WIDER-like; 'light' is the search-quality proxy task (bench/SEARCH_QUALITY.md):
+# hard enough that candidates differ after a short training, easy enough that they learn something in it.
+CLUTTER = {
+    'full': {'shapes': (15, 45), 'occluded': 0.15, 'blur': (0.6, 0.25, 0.15)},
+    'light': {'shapes': (2, 8), 'occluded': 0.05, 'blur': (0.8, 0.15, 0.05)},
+    'none': {'shapes': (0, 1), 'occluded': 0.0, 'blur': (1.0, 0.0, 0.0)},
+}
 
 
 def _rng(seed, split, index):
@@ -41,7 +49,7 @@ def _colour(rng, low=0, high=256):
     return tuple(int(c) for c in rng.integers(low, high, 3))
 
 
-def _background(rng, height, width):
+def _background(rng, height, width, shapes=(15, 45)):
     """A two-colour gradient covered with random shapes and lines: clutter for the detector to reject."""
     a, b = rng.uniform(0, 255, (2, 3)).astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi)
@@ -49,7 +57,7 @@ def _background(rng, height, width):
             + np.float32(np.sin(angle)) * np.linspace(0, 1, height, dtype=np.float32)[:, None])
     ramp = (ramp - ramp.min()) / (np.ptp(ramp) + 1e-6)
     img = cv2.merge([(a[i] + (b[i] - a[i]) * ramp).astype(np.uint8) for i in range(3)])
-    for _ in range(int(rng.integers(15, 45))):
+    for _ in range(int(rng.integers(*shapes))):
         _shape(img, rng, height, width)
     return img
 
@@ -199,11 +207,11 @@ def _centre(rng, s, height, width):
     return rng.uniform(0, width), rng.uniform(0, height)
 
 
-def _face(img, rng, s, boxes):
+def _face(img, rng, s, boxes, clutter=CLUTTER['full']):
     """Draw one face at a free spot; returns its ten annotation fields, or None when no spot was found."""
     height, width = img.shape[:2]
     yaw, roll = rng.uniform(-0.8, 0.8), rng.normal(0, 12) if rng.random() < 0.85 else rng.uniform(-45, 45)
-    blur = int(rng.choice(3, p=[0.6, 0.25, 0.15]))
+    blur = int(rng.choice(3, p=list(clutter['blur'])))
     expression = int(rng.random() < 0.2)
     patch = _transform_patch(rng, _face_patch(rng, s, yaw, expression), roll, (0., 0.02 * s + 0.4, 0.06 * s + 1.)[blur])
     for _ in range(15):
@@ -212,7 +220,7 @@ def _face(img, rng, s, boxes):
         box, visible = _visible_box(patch[2], x0, y0, height, width)
         if box and visible >= 0.4 and min(box[2:]) >= 2 and not _overlaps(box, boxes):
             _paste(img, patch[0], patch[1], x0, y0)
-            occlusion = _occlude(img, rng, box) if rng.random() < 0.15 else 0
+            occlusion = _occlude(img, rng, box) if rng.random() < clutter['occluded'] else 0
             pose = int(abs(roll) > 25 or abs(yaw) > 0.55)
             return list(box) + [blur, expression, 0, 0, occlusion, pose]
     return None
@@ -236,15 +244,17 @@ def _light(img, rng, faces):
     return out
 
 
-def render(seed, split, index, size, scenes=tuple(SCENES)):
+def render(seed, split, index, size, scenes=tuple(SCENES), clutter='full'):
     """One image (BGR uint8) and its face annotations (lists of the ten WIDER fields).
 
-    ``scenes`` limits the kinds of image drawn (their probabilities renormalised), e.g. no crowds for a quick demo.
+    ``scenes`` limits the kinds of image drawn (their probabilities renormalised), e.g. no crowds for a quick demo;
+    ``clutter`` names a CLUTTER level.
     """
+    level = CLUTTER[clutter]
     rng = _rng(seed, split, index)
     long_side, short_side = size, int(size * rng.uniform(0.62, 1.0))
     height, width = (short_side, long_side) if rng.random() < 0.8 else (long_side, short_side)
-    img = _background(rng, height, width)
+    img = _background(rng, height, width, level['shapes'])
     weights = np.array([SCENES[name][0] for name in scenes])
     _, (low, high), (small, big) = SCENES[scenes[rng.choice(len(scenes), p=weights / weights.sum())]]
     count = int(rng.integers(low, high + 1))
@@ -252,7 +262,7 @@ def render(seed, split, index, size, scenes=tuple(SCENES)):
                    reverse=True)
     faces = []
     for s in sizes:
-        face = _face(img, rng, max(float(s), MIN_FACE), [f[:4] for f in faces])
+        face = _face(img, rng, max(float(s), MIN_FACE), [f[:4] for f in faces], level)
         if face:
             faces.append(face)
     return _light(img, rng, faces), faces
@@ -265,8 +275,8 @@ def image_name(split, index, count):
 
 
 def _make_one(job):
-    out, split, index, count, size, seed, scenes = job
-    img, faces = render(seed, split, index, size, scenes)
+    out, split, index, count, size, seed, scenes, clutter = job
+    img, faces = render(seed, split, index, size, scenes, clutter)
     rel = image_name(split, index, count)
     path = os.path.join(out, 'WIDER_{}'.format(split), 'images', rel)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -285,9 +295,9 @@ def annotation_text(entries):
     return '\n'.join(lines) + '\n'
 
 
-def write_split(out, split, count, size, seed, pool=None, scenes=tuple(SCENES)):
+def write_split(out, split, count, size, seed, pool=None, scenes=tuple(SCENES), clutter='full'):
     """Render and write one split; returns the number of faces written."""
-    jobs = [(out, split, i, count, size, seed, tuple(scenes)) for i in range(count)]
+    jobs = [(out, split, i, count, size, seed, tuple(scenes), clutter) for i in range(count)]
     entries = list(pool.imap(_make_one, jobs, chunksize=4) if pool else map(_make_one, jobs))
     split_dir = os.path.join(out, 'wider_face_split')
     os.makedirs(split_dir, exist_ok=True)
@@ -296,14 +306,14 @@ def write_split(out, split, count, size, seed, pool=None, scenes=tuple(SCENES)):
     return sum(len(faces) for _, faces in entries)
 
 
-def make_dataset(out, train=100, val=25, size=512, seed=0, workers=None, scenes=tuple(SCENES)):
+def make_dataset(out, train=100, val=25, size=512, seed=0, workers=None, scenes=tuple(SCENES), clutter='full'):
     """Write both splits under ``out``; returns {split: (images, faces)}."""
     workers = min(os.cpu_count() or 1, 4) if workers is None else workers
     counts = {'train': train, 'val': val}
     if workers > 1:
         with multiprocessing.get_context('fork').Pool(workers) as pool:
-            return {s: (n, write_split(out, s, n, size, seed, pool, scenes)) for s, n in counts.items()}
-    return {s: (n, write_split(out, s, n, size, seed, None, scenes)) for s, n in counts.items()}
+            return {s: (n, write_split(out, s, n, size, seed, pool, scenes, clutter)) for s, n in counts.items()}
+    return {s: (n, write_split(out, s, n, size, seed, None, scenes, clutter)) for s, n in counts.items()}
 
 
 def parse_args(argv=None):
@@ -317,6 +327,8 @@ def parse_args(argv=None):
     parser.add_argument('--scenes', default=','.join(SCENES),
                         help='kinds of image to draw, comma-separated from {} (default: all)'.format(
                             ', '.join(SCENES)))
+    parser.add_argument('--clutter', default='full', choices=sorted(CLUTTER),
+                        help='background shapes, occlusion and blur: full (WIDER-like, default), light or none')
     args = parser.parse_args(argv)
     args.scenes = tuple(s.strip() for s in args.scenes.split(',') if s.strip())
     unknown = [s for s in args.scenes if s not in SCENES]
@@ -333,7 +345,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
-    made = make_dataset(args.out, args.train, args.val, args.size, args.seed, args.workers, args.scenes)
+    made = make_dataset(args.out, args.train, args.val, args.size, args.seed, args.workers, args.scenes,
+                        args.clutter)
     total = sum(n for n, _ in made.values())
     seconds = time.time() - start
     for split, (n, faces) in made.items():

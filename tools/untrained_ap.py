@@ -1,9 +1,11 @@
-"""AP of a search's trained candidates next to the same networks untrained: did training work?
+"""AP of candidates untrained, next to their trained AP: did training work?
 
     python tools/untrained_ap.py -c demo.yml [--history demo_output/search_history.csv]
+    python tools/untrained_ap.py -c demo.yml --tokens 2,1,3,8,2,1,2,1,0 [--tokens ...]
 
-Builds each trained candidate of the history afresh (the search's seed, so the same initial weights), evaluates it
-without training and prints one JSON object per candidate: tokens, trained AP (from the history), untrained AP.
+Builds each trained candidate of the history (or each --tokens vector) afresh with the config's seed, so with the
+initial weights its training started from, evaluates it without training and prints one JSON object per candidate:
+tokens, trained AP (from the history; null for --tokens), untrained AP.
 """
 import csv
 import json
@@ -16,23 +18,32 @@ from ppdet.core.cli import ArgsParser, run_cli  # noqa: E402
 from ppdet.core.workspace import ConfigError  # noqa: E402
 from ppdet.slim.nas.candidate import CandidateTrainer  # noqa: E402
 from ppdet.slim.nas.config import load_search_config  # noqa: E402
+from tools.price_arch import parse_tokens  # noqa: E402
+
+
+def _history_candidates(setup, path):
+    path = path or os.path.join(setup.cfg.get('save_dir', 'nas_checkpoint'), 'search_history.csv')
+    if not os.path.isfile(path):
+        raise ConfigError('{} not found; run the search first or pass --history'.format(path))
+    with open(path, newline='') as f:
+        return [([int(t) for t in r['tokens'].split()], float(r['ap'])) for r in csv.DictReader(f)
+                if r['status'] == 'trained']
 
 
 def main():
     parser = ArgsParser(description=__doc__)
     parser.add_argument('--history', default=None, help='search_history.csv (default: save_dir of the config)')
+    parser.add_argument('--tokens', action='append', help='a token vector instead of a history; repeat for more')
     args = parser.parse_args()
     setup = load_search_config(args.config, args.opt)
-    path = args.history or os.path.join(setup.cfg.get('save_dir', 'nas_checkpoint'), 'search_history.csv')
-    if not os.path.isfile(path):
-        raise ConfigError('{} not found; run the search first or pass --history'.format(path))
-    with open(path, newline='') as f:
-        rows = [r for r in csv.DictReader(f) if r['status'] == 'trained']
+    if args.tokens and args.history:
+        raise ConfigError('give --history (a search\'s candidates) or --tokens, not both')
+    candidates = ([(parse_tokens(t), None) for t in args.tokens] if args.tokens
+                  else _history_candidates(setup, args.history))
     trainer = CandidateTrainer(setup.cfg, seed=int(setup.cfg.get('seed', 0)))
-    for row in rows:
-        tokens = [int(t) for t in row['tokens'].split()]
+    for tokens, trained in candidates:
         untrained = trainer.evaluate(trainer.build(setup.pricer.blazenet_kwargs(tokens)))
-        print(json.dumps({'tokens': tokens, 'trained_ap': float(row['ap']), 'untrained_ap': untrained}), flush=True)
+        print(json.dumps({'tokens': tokens, 'trained_ap': trained, 'untrained_ap': untrained}), flush=True)
 
 
 if __name__ == '__main__':

@@ -171,9 +171,29 @@ def create(name, config=None, **overrides):
 
 
 def load_config(path):
-    """Read a YAML config into ``global_config`` (replacing what was there) and return it."""
+    """Read a YAML config into ``global_config`` (replacing what was there) and return it. A ``_BASE_: other.yml``
+    key (relative to the file, as in PaddleDetection 2.x) reads that config first and overlays this one on it:
+    sections merge key by key, anything else (a list, a tagged scheduler) is replaced."""
+    data = _read_config(path)
+    global_config.clear()
+    global_config.update(data)
+    global_config['filename'] = path
+    return global_config
+
+
+def _overlay(base, top):
+    for key, value in top.items():
+        if isinstance(value, dict) and not isinstance(value, Tagged) and isinstance(base.get(key), dict):
+            _overlay(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _read_config(path, including=()):
     if not os.path.isfile(path):
-        raise ConfigError('config file {} not found'.format(path))
+        raise ConfigError('config file {} not found'.format(path) if not including else
+                          '{}: _BASE_ {} not found'.format(including[-1], path))
     try:
         with open(path) as f:
             data = yaml.load(f, Loader=_Loader)
@@ -186,10 +206,13 @@ def load_config(path):
         raise ConfigError('{}: not valid YAML: {}'.format(path, str(e).replace('\n', ' '))) from None
     if not isinstance(data, dict):
         raise ConfigError('{}: the top level should be a mapping of keys'.format(path))
-    global_config.clear()
-    global_config.update(data)
-    global_config['filename'] = path
-    return global_config
+    base = data.pop('_BASE_', None)
+    if base is None:
+        return data
+    base = os.path.join(os.path.dirname(path), str(base))
+    if os.path.abspath(base) in map(os.path.abspath, including + (path,)):
+        raise ConfigError('{}: _BASE_ {} includes itself'.format(path, base))
+    return _overlay(_read_config(base, including + (path,)), data)
 
 
 def merge_config(overrides, config=None):

@@ -18,6 +18,7 @@ from ppdet.core.workspace import create
 from ppdet.data.reader import create_reader
 from ppdet.slim.nas.distributed import Ranks
 from ppdet.slim.nas.files import SaveError
+from ppdet.slim.nas.inherit import inherit_weights
 from ppdet.slim.nas.metrics import APAccumulator
 from ppdet.utils.stats import TrainingStats, eta_string
 
@@ -32,6 +33,7 @@ class CandidateResult:
     ap: float
     train_seconds: float
     weights: Optional[str] = None
+    inherited: Optional[object] = None  # an inherit.Inheritance when the candidate started from a parent's weights
 
 
 def select_device(use_gpu):
@@ -60,17 +62,31 @@ class CandidateTrainer:
         self.log_iter = int(cfg.get('log_iter', 20))
         self.window = int(cfg.get('log_smooth_window', 20))
 
-    def build(self, blazenet_kwargs):
+    def build(self, blazenet_kwargs, seed=None):
         """The candidate's BlazeFace: the config's BlazeNet/BlazeFace sections overlaid by the searched args."""
-        paddle.seed(self.seed)
+        paddle.seed(self.seed if seed is None else seed)
         backbone = create('BlazeNet', self.cfg, **blazenet_kwargs)
         return create('BlazeFace', self.cfg, backbone=backbone)
 
-    def run(self, model, out_dir):
+    def candidate(self, blazenet_kwargs, out_dir, seed=None, parent=None):
+        """What a search step does with one candidate: build it (``seed``: its initial weights and data order,
+        the trainer's by default), start it from the weights of ``parent`` (an ``inherit.Parent``) if given, train,
+        save and evaluate."""
+        trained = None
+        if parent is not None:  # built first, so that the candidate's own initialisation is the usual one
+            trained = self.build(parent.blazenet_kwargs)
+            trained.set_state_dict(paddle.load(parent.weights))
+        model = self.build(blazenet_kwargs, seed)
+        inherited = inherit_weights(model, trained) if trained is not None else None
+        result = self.run(model, out_dir, seed)
+        result.inherited = inherited
+        return result
+
+    def run(self, model, out_dir, seed=None):
         """Train, save ``model_final`` under ``out_dir``, evaluate; a non-finite loss ends it as 'failed'.
         Weights that cannot be written (disk full) raise SaveError: the search stops rather than go on blind."""
         start = time.time()
-        trained = self.train(model)
+        trained = self.train(model, seed)
         seconds = time.time() - start
         if not trained:
             return CandidateResult('failed', 0.0, seconds)
@@ -85,17 +101,19 @@ class CandidateTrainer:
         return CandidateResult('trained', self.evaluate(model), seconds, weights)
 
     def _optimizer(self, model):
-        lr = create('LearningRate', self.cfg)()
+        lr = create('LearningRate', self.cfg)(budget=self.max_iters)
         return lr, create('OptimizerBuilder', self.cfg)(lr, model.parameters())
 
-    def train(self, model):
-        """``max_iters`` iterations; False as soon as the loss is not finite."""
+    def train(self, model, seed=None):
+        """``max_iters`` iterations; False as soon as the loss is not finite. ``seed``: of the data order (the
+        trainer's by default)."""
+        seed = self.seed if seed is None else seed
         model.train()
         lr, optimizer = self._optimizer(model)
         scaler = paddle.amp.GradScaler(init_loss_scaling=self.loss_scale) if self.fp16 else None
         stats = TrainingStats(self.window, ['loss'])
         reader = create_reader(self.cfg['TrainReader'], 'train', max_iters=self.max_iters,
-                               seed=self.seed + self.ranks.rank)
+                               seed=seed + self.ranks.rank)
         step_model = self.ranks.wrap(_LossOf(model))
         step_times = []
         tick = time.time()

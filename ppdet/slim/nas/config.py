@@ -17,7 +17,7 @@ __all__ = ['SearchSetup', 'load_search_config', 'SEARCH_KEYS']
 SEARCH_KEYS = ('architecture', 'max_iters', 'use_gpu', 'log_smooth_window', 'log_iter', 'metric', 'save_dir',
                'num_classes', 'reduce_rate', 'init_temperature', 'is_server', 'search_steps', 'server_ip',
                'server_port', 'search_space', 'TrainReader', 'EvalReader', 'max_consecutive_skips', 'seed',
-               'max_client_wait', 'controller_wait', 'workers')
+               'max_client_wait', 'controller_wait', 'workers', 'inherit_weights', 'rerank_top_k', 'rerank_seeds')
 
 
 @dataclass
@@ -41,6 +41,13 @@ def load_search_config(path, overrides=None):
     if int(cfg.get('search_steps', 300)) <= 0:
         raise ConfigError('{}: search_steps is {}; it must be a positive number of candidates'.format(
             path, cfg.get('search_steps')))
+    for key in ('rerank_top_k', 'rerank_seeds'):
+        value = cfg.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError('{}: {} is {!r}; it must be a whole number >= 0 (rerank_top_k 0 turns re-ranking '
+                              'off)'.format(path, key, value))
+    if not isinstance(cfg.get('inherit_weights', False), bool):
+        raise ConfigError('{}: inherit_weights is {!r}; write true or false'.format(path, cfg['inherit_weights']))
     if 'Constraint' not in cfg:
         raise ConfigError('{}: no Constraint section; add one with ctype flops or latency'.format(path))
     constraint = create('Constraint')

@@ -256,7 +256,8 @@ class SafeControllerServer(ControllerServer):
             return token_text(self._controller.hand_out(client))
         if message == 'current_info':
             return repr({'best_tokens': self._controller.best_tokens, 'best_reward': self._controller.max_reward,
-                         'current_tokens': self._controller.current_tokens, 'rewarded': self._controller._iter})
+                         'current_tokens': self._controller.current_tokens, 'rewarded': self._controller._iter,
+                         'annealing_tokens': self._controller._tokens})
         if message.startswith('skip\t'):
             tokens = self._parse_tokens(message.split('\t', 1)[1])
             if tokens is None:
@@ -543,11 +544,15 @@ class SearchController:
         once): so every worker's progress line counts the same steps."""
         if self.controller is not None:
             return self.controller._iter
+        return self._info().get('rewarded')
+
+    def _info(self):
+        """The controller's current_info asked at once, {} if it does not answer (at the end it may be gone)."""
         try:
             info = self.client.current_info(wait_seconds=0)
         except ControllerGone:
-            return None
-        return info.get('rewarded') if isinstance(info, dict) else None
+            return {}
+        return info if isinstance(info, dict) else {}
 
     def connect(self):
         """A client: wait for the controller (``controller_wait``) and make sure it is one; the host: nothing."""
@@ -604,15 +609,25 @@ class SearchController:
                 logger.warning('stopped waiting for %d %s', pending(), what)
         return True
 
+    def annealing_tokens(self):
+        """The annealing's current tokens (those new candidates are mutations of), or None if not answered."""
+        if self.controller is not None:
+            return list(self.controller._tokens)
+        return self._info().get('annealing_tokens')
+
+    def rewards(self):
+        """On the host: (tokens, reward) of every rewarded candidate of the search, whichever client trained it."""
+        if self.controller is None:
+            return []
+        return [([int(t) for t in key.strip('[]').split(',')], float(reward))
+                for key, reward in self.controller._searched.items() if reward != -1]
+
     def best(self):
         """(best tokens, best reward) read from the controller itself; PaddleSlim's client eval()s the reply."""
         if self.controller is not None:
             return self.controller.best_tokens, self.controller.max_reward
-        try:
-            info = self.client.current_info(wait_seconds=0)  # at the end of a search the host may be gone
-        except ControllerGone:
-            return None, None
-        return (info['best_tokens'], info['best_reward']) if isinstance(info, dict) else (None, None)
+        info = self._info()
+        return info.get('best_tokens'), info.get('best_reward')
 
     def close(self):
         if self.server is not None:

@@ -12,7 +12,7 @@ from ppdet.core.workspace import ConfigError
 from ppdet.data.reader import check_reader
 from ppdet.data.source.widerface import DatasetError
 
-__all__ = ['check_search_inputs', 'get_dataset_hint']
+__all__ = ['check_search_inputs', 'check_readers', 'get_dataset_hint']
 
 READERS = (('TrainReader', 'train'), ('EvalReader', 'eval'))
 
@@ -79,6 +79,13 @@ def _save_dir_problem(save_dir):
         return 'save_dir: cannot write to {} ({}); set a writable directory with -o save_dir=PATH'.format(
             save_dir, e.strerror or e)
     return None
+
+
+def check_readers(cfg):
+    """Raise one ConfigError listing the readers' dataset problems (for a tool that trains without searching)."""
+    problems = _dataset_problems(cfg)
+    if problems:
+        raise ConfigError('\n'.join(problems))
 
 
 def check_search_inputs(setup):

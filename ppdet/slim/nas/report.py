@@ -16,10 +16,13 @@ __all__ = ['write_best_structure', 'paddledet_override', 'write_paddledet_overri
 PADDLEDET_BASE = 'blazeface_1000e.yml'
 
 
-def write_best_structure(path, tokens, blazenet_args, ap):
-    """``best_structure.yml``: the ``BlazeNet:`` block users paste into a training config."""
+def write_best_structure(path, tokens, blazenet_args, ap, ranked=None):
+    """``best_structure.yml``: the ``BlazeNet:`` block users paste into a training config. ``ranked`` (a
+    ``rerank.Ranked``): the winner was re-ranked, and ``ap`` is its mean; the file records mean and spread."""
     lines = structure_block(blazenet_args).splitlines()[1:-1]
     header = '# best tokens {} (AP {:.4f}); paste the BlazeNet block into a training config\n'.format(tokens, ap)
+    if ranked is not None:
+        header += '# re-ranked: {}\n'.format(ranked.describe())
     atomic_write(path, header + '\n'.join(lines) + '\n')
 
 

@@ -8,6 +8,10 @@ Crash safety: the history row is written (atomically) before the reward is sent,
 the rewards of its history again; the controller counts each token once. So a killed search loses at most the
 candidate in flight and never trains a rewarded candidate twice. A host crash loses nothing the controller was
 told (see controller.py); a full disk or unwritable save_dir stops the search with one line naming the file.
+
+Opt-in, not in the original: ``inherit_weights`` (a candidate starts from the weights of the annealing's current
+tokens, ``inherit.py``) and ``rerank_top_k``/``rerank_seeds`` (the host re-trains the best few with more seeds and
+reports the best mean, ``rerank.py``; resumable through ``rerank.csv``).
 """
 import glob
 import logging
@@ -21,7 +25,9 @@ from ppdet.slim.nas.constraint import train_input_size
 from ppdet.slim.nas.controller import DEFAULT_CONTROLLER_WAIT, ControllerGone, SearchController
 from ppdet.slim.nas.distributed import Ranks
 from ppdet.slim.nas.files import History, SaveError, claim_history, dead_histories
+from ppdet.slim.nas.inherit import Parent, parent_weights
 from ppdet.slim.nas.preflight import check_search_inputs
+from ppdet.slim.nas.rerank import RerankPlan, rerank
 from ppdet.slim.nas.report import plot_pareto, write_best_structure, write_paddledet_override
 from ppdet.utils.stats import eta_string
 from search_space.blazefacespace_nas import structure_block
@@ -49,6 +55,9 @@ class NasSearch:
         self.search_steps = int(cfg.get('search_steps', 300))
         self.max_skips = int(cfg.get('max_consecutive_skips', 10000))
         self.is_server = bool(cfg.get('is_server', True))
+        self.inherit = bool(cfg.get('inherit_weights', False))
+        self.rerank_plan = RerankPlan.from_config(cfg)
+        self.resumed = resume_dir is not None
         self.metric = 'flops' if setup.constraint.ctype == 'flops' else 'latency_us'
         seed = int(cfg.get('seed', 0))
         np.random.seed(seed)  # the controller samples with numpy: a seed replays a search
@@ -87,12 +96,13 @@ class NasSearch:
                 self._search()
                 while not self.controller.wait_for_others(float(self.cfg.get('max_client_wait', 86400))):
                     self._search()  # a candidate lost elsewhere: the host trains it
+                reranked = self._rerank() if report else None  # the other ranks train the re-trainings too
             finally:
                 self.ranks.broadcast(None)  # releases the other ranks
             if not report:
                 self.controller.close()
                 return None, None
-            return self.finish()
+            return self.finish(reranked)
         except ControllerGone as e:
             raise SearchError('{}; this client stops, its history is in {} (resume it with -r {})'.format(
                 e, self.history.path, self.save_dir)) from None
@@ -124,19 +134,21 @@ class NasSearch:
                                       'Constraint min/max_constraint or check table_file'.format(skips))
                 continue
             skips = 0
-            self.ranks.broadcast(tokens)
+            self.ranks.broadcast((tokens, None))
             row.update(self._train(tokens, row['step']))
             self.history.append(row)
             self.controller.reward(tokens, row['ap'], len(self.history.rewarded()))
             self._log_candidate(row, time.time() - start)
 
     def _follow(self):
-        """A non-zero rank of a multi-process candidate training: train what rank 0 broadcasts."""
+        """A non-zero rank of a multi-process candidate training: train what rank 0 broadcasts (tokens, and the
+        seed of a re-ranking's training; DataParallel gives every rank rank 0's initial weights)."""
         while True:
-            tokens = self.ranks.broadcast(None)
-            if tokens is None:
+            job = self.ranks.broadcast(None)
+            if job is None:
                 return None, None
-            self._train(tokens, 0)
+            tokens, seed = job
+            self.trainer.candidate(self.setup.pricer.blazenet_kwargs(tokens), None, seed)
 
     def _complete(self):
         done = self.controller.rewarded
@@ -164,10 +176,21 @@ class NasSearch:
         if self.ranks.is_main:
             logger.info('----->>> search step %d/%d: tokens %s <<<------', self._progress() + 1, self.search_steps,
                         tokens)
-        model = self.trainer.build(self.setup.pricer.blazenet_kwargs(tokens))
         out_dir = os.path.join(self.save_dir, 'candidates', '{:04d}_{}'.format(step, '-'.join(map(str, tokens))))
-        result = self.trainer.run(model, out_dir)
+        result = self.trainer.candidate(self.setup.pricer.blazenet_kwargs(tokens), out_dir,
+                                        parent=self._parent(tokens))
         return {'status': result.status, 'ap': result.ap, 'train_seconds': result.train_seconds}
+
+    def _parent(self, tokens):
+        """With ``inherit_weights``: the saved weights of the controller's current tokens (the annealing's state,
+        which ``tokens`` mutate), if a client on this machine trained them; else None (a fresh start)."""
+        if not (self.inherit and self.ranks.is_main):
+            return None
+        current = self.controller.annealing_tokens()
+        path = parent_weights(self.save_dir, current) if current and current != tokens else None
+        logger.info('inherits the weights of %s', current if path else 'nothing (fresh start: {} not trained '
+                    'here)'.format(current))
+        return Parent(self.setup.pricer.blazenet_kwargs(current), path) if path else None
 
     def _log_candidate(self, row, elapsed):
         done = self._progress()
@@ -196,15 +219,36 @@ class NasSearch:
             tokens, reward = [int(t) for t in row['tokens'].split()], float(row['ap'])
         return tokens, reward
 
-    def finish(self):
-        """Write the report files, print the structure block and the output paths."""
+    def _rerank(self):
+        """The host's final re-ranking (``rerank_top_k``): the winner as a ``rerank.Ranked``, or None."""
+        if not (self.rerank_plan.enabled and self.is_server):
+            return None
+
+        def train(tokens, seed):
+            self.ranks.broadcast((tokens, seed))
+            out_dir = os.path.join(self.save_dir, 'rerank', '{}_seed{}'.format('-'.join(map(str, tokens)), seed))
+            result = self.trainer.candidate(self.setup.pricer.blazenet_kwargs(tokens), out_dir, seed)
+            return result.ap, result.train_seconds
+
+        ranked = rerank(self.controller.rewards(), self.rerank_plan, self.trainer.seed, self.save_dir, train,
+                        self.resumed)
+        return ranked[0] if ranked else None
+
+    def finish(self, ranked=None):
+        """Write the report files, print the structure block (of ``ranked``, the re-ranked winner, if given) and
+        the output paths."""
         tokens, reward = self.best()
+        if ranked is not None:
+            if ranked.tokens != tokens:
+                logger.info('re-ranking changed the winner: %s (mean %.4f) rather than %s (best single AP %.4f)',
+                            ranked.tokens, ranked.mean, tokens, reward)
+            tokens, reward = ranked.tokens, ranked.mean
         self.controller.close()
         outputs = {'history': self.history.path}
         if tokens is not None:
             args = self.setup.space.blazenet_args(tokens)
             outputs['best structure'] = os.path.join(self.save_dir, 'best_structure.yml')
-            write_best_structure(outputs['best structure'], tokens, args, reward)
+            write_best_structure(outputs['best structure'], tokens, args, reward, ranked)
             paddledet = os.path.join(self.save_dir, 'best_paddledet.yml')
             if write_paddledet_override(paddledet, tokens, args, reward, train_input_size(self.cfg)):
                 outputs['for PaddleDetection 2.x'] = paddledet
