@@ -16,8 +16,8 @@ resumes where it stopped; every line printed says what finished, its AP and the 
   whether the reference's top 3 are the evaluator's top 3.
 - search: the controller's annealing (train_nas.py, demo.yml's evaluator) against uniform random sampling, SEARCH_
   TRAININGS candidate trainings each, under a FLOPs bound at the space's median, SEARCH_REPEATS repeats, plus each
-  annealing run re-ranked (top 3, one more seed), and the annealing with weight inheritance. What each picks is
-  trained at the reference budget (2 seeds).
+  annealing run re-ranked (top 3, one more seed). What each picks is trained at the reference budget (seed 0;
+  both seeds for a pick that is one of the reference candidates).
 
 Writes bench/SEARCH_QUALITY.md (tables, command, machine, runtime). Takes about 75 minutes on 2 cores with
 --parallel 2. Nothing here runs in make test.
@@ -218,7 +218,9 @@ def untrained_aps(work, config, candidates):
 
 
 def reference_ap(runner, tokens):
-    return float(np.mean([runner.ap(key_of('ref', tokens, s)) for s in (0, 1)]))
+    """Mean reference AP over the seeds trained (both for the reference candidates, seed 0 for other picks)."""
+    return float(np.mean([runner.ap(key_of('ref', tokens, s)) for s in (0, 1)
+                          if key_of('ref', tokens, s) in runner.results]))
 
 
 def search_jobs(runner, config, space, pricer, bound):
@@ -235,17 +237,15 @@ def search_jobs(runner, config, space, pricer, bound):
     return jobs
 
 
-def run_annealing(work, config, bound, repeat, inherit=False):
-    """The real search (train_nas.py, both cores) for SEARCH_TRAININGS candidates, with weight inheritance or
-    without; its (tokens, ap) rows."""
-    save_dir = os.path.join(work, '{}{}'.format('anneal_inherit' if inherit else 'anneal', repeat))
+def run_annealing(work, config, bound, repeat):
+    """The real search (train_nas.py, both cores) for SEARCH_TRAININGS candidates; its (tokens, ap) rows."""
+    save_dir = os.path.join(work, 'anneal{}'.format(repeat))
     done = os.path.join(save_dir, '.complete')
     if not os.path.isfile(done):
         start = time.time()
         subprocess.run([sys.executable, '-u', os.path.join(REPO, 'train_nas.py'), '-c', config, '--workers', '2',
                         '-o', 'save_dir=' + save_dir, 'search_steps={}'.format(SEARCH_TRAININGS),
-                        'seed={}'.format(repeat), 'server_port={}'.format(18990 + 10 * inherit + repeat),
-                        'log_iter=1000', 'inherit_weights={}'.format(str(inherit).lower()),
+                        'seed={}'.format(repeat), 'server_port={}'.format(18990 + repeat), 'log_iter=1000',
                         'rerank_top_k=0',  # re-ranked here, from the same runs
                         'Constraint.ctype=flops', 'Constraint.max_constraint={}'.format(bound),
                         'Constraint.table_file=null'] + (['-r', save_dir] if os.path.isdir(save_dir) else []),
@@ -326,8 +326,8 @@ def report(runner, configs, candidates, pricer, searches, bound, args, seconds):
     lines += ['', '## Annealing against random sampling', '',
               '{} candidate trainings per search (demo.yml\'s evaluator: cosine, {} iterations), FLOPs bound {:.2f} '
               'MFLOPs (the space\'s median), {} repeats. Each pick is trained at the reference budget, seeds 0 and '
-              '1; "re-ranked" adds 3 trainings (top 3, one more seed, winner by mean); "inherits" is the same search '
-              'with inherit_weights: true.'.format(
+              '1 when it is one of the reference candidates, else seed 0. Repeat r searches with seed r; '
+              '"re-ranked" adds 3 trainings (its top 3 with seed r+1, winner by the mean of 2).'.format(
                   SEARCH_TRAININGS, SHORT_ITERS, bound / 1e6, SEARCH_REPEATS), '',
               '| method | repeat | pick | its search reward | its reference AP |', '|---|---|---|---|---|']
     summary = {}
@@ -381,18 +381,14 @@ def main():
             tokens, reward = max(rows, key=lambda r: r[1])
             searches.append(('annealing', repeat, tokens, reward))
             top = top_candidates(rows, 3)
-            again = [(key_of('rerank{}'.format(repeat), list(t), 1), demo_config, list(t), 1, SHORT_ITERS, None)
-                     for t, _ in top]
+            again = [(key_of('rerank{}'.format(repeat), list(t), repeat + 1), demo_config, list(t), repeat + 1,
+                      SHORT_ITERS, None) for t, _ in top]  # the search trained with seed=repeat
             runner.run(again)
             means = [(list(t), (ap + runner.ap(j[0])) / 2) for (t, ap), j in zip(top, again)]
             tokens, mean = max(means, key=lambda r: r[1])
             searches.append(('annealing, re-ranked', repeat, tokens, mean))
-        for repeat in range(SEARCH_REPEATS):
-            tokens, reward = max(run_annealing(args.work, demo_config, bound, repeat, inherit=True),
-                                 key=lambda r: r[1])
-            searches.append(('annealing, inherits', repeat, tokens, reward))
-        runner.run([(key_of('ref', t, s), configs['cosine', REFERENCE_ITERS], t, s, REFERENCE_ITERS, None)
-                    for _, _, t, _ in searches for s in (0, 1)])
+        runner.run([(key_of('ref', t, 0), configs['cosine', REFERENCE_ITERS], t, 0, REFERENCE_ITERS, None)
+                    for _, _, t, _ in searches])
     report(runner, configs, candidates, pricer, searches, bound, sys.argv[1:], time.time() - start)
 
 
