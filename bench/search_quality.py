@@ -24,6 +24,7 @@ Writes bench/SEARCH_QUALITY.md (tables, command, machine, runtime). Takes about 
 """
 import argparse
 import datetime
+import glob
 import json
 import os
 import platform
@@ -39,7 +40,8 @@ sys.path.insert(0, HERE)
 
 from common import REPO, WORK, loadavg  # noqa: E402
 
-from ppdet.slim.nas.rerank import top_candidates  # noqa: E402
+from ppdet.slim.nas.files import History, row_tokens  # noqa: E402
+from ppdet.slim.nas.rerank import Ranked, top_candidates  # noqa: E402
 
 CANDIDATES = 12
 REFERENCE_ITERS = 1200
@@ -105,7 +107,6 @@ class Runner:
                     if line.strip():
                         row = json.loads(line)
                         self.results[row['key']] = row
-        self.started = time.time()
         self.seconds = []
 
     def ap(self, key):
@@ -159,8 +160,8 @@ class Runner:
                     '--parent-tokens', ','.join(map(str, self.results[parent]['tokens']))]
         cmd += ['-o', 'max_iters={}'.format(iters), 'log_iter=100', 'TrainReader.worker_num=1'] + FLOPS_ONLY
         os.makedirs(os.path.dirname(self._log(job)), exist_ok=True)
-        log = open(self._log(job), 'w')
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO, env=env)
+        with open(self._log(job), 'w') as log:  # the child keeps its own descriptor of the log
+            return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO, env=env)
 
 
 def space_and_pricer(config):
@@ -223,7 +224,7 @@ def reference_ap(runner, tokens):
                           if key_of('ref', tokens, s) in runner.results]))
 
 
-def search_jobs(runner, config, space, pricer, bound):
+def search_jobs(config, space, pricer, bound):
     """Random sampling: SEARCH_TRAININGS uniform candidates under the bound, per repeat."""
     jobs = []
     for repeat in range(SEARCH_REPEATS):
@@ -252,14 +253,8 @@ def run_annealing(work, config, bound, repeat):
                        cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         with open(done, 'w') as f:
             f.write('{:.1f}\n'.format(time.time() - start))
-    import csv
-    rows = []
-    for path in sorted(os.listdir(save_dir)):
-        if path.startswith('search_history') and path.endswith('.csv'):
-            with open(os.path.join(save_dir, path)) as f:
-                rows += [([int(t) for t in r['tokens'].split()], float(r['ap']))
-                         for r in csv.DictReader(f) if r['status'] == 'trained']
-    return rows
+    return [(row_tokens(r), float(r['ap'])) for path in sorted(glob.glob(os.path.join(save_dir, 'search_history*.csv')))
+            for r in History(path).rows if r['status'] == 'trained']
 
 
 def annealing_minutes(work):
@@ -370,7 +365,7 @@ def main():
     from ppdet.slim.nas.latency import sample_candidates
     bound = int(np.median([pricer.price(t).flops for t in sample_candidates(space, 4000, 0)]))
     if 'search' in stages:
-        jobs = search_jobs(runner, demo_config, space, pricer, bound)
+        jobs = search_jobs(demo_config, space, pricer, bound)
         runner.run(jobs)
         for repeat in range(SEARCH_REPEATS):
             rows = [(j[2], runner.ap(j[0])) for j in jobs if j[0].startswith('random{} '.format(repeat))]
@@ -384,9 +379,9 @@ def main():
             again = [(key_of('rerank{}'.format(repeat), list(t), repeat + 1), demo_config, list(t), repeat + 1,
                       SHORT_ITERS, None) for t, _ in top]  # the search trained with seed=repeat
             runner.run(again)
-            means = [(list(t), (ap + runner.ap(j[0])) / 2) for (t, ap), j in zip(top, again)]
-            tokens, mean = max(means, key=lambda r: r[1])
-            searches.append(('annealing, re-ranked', repeat, tokens, mean))
+            ranked = [Ranked(list(t), [repeat, repeat + 1], [ap, runner.ap(j[0])]) for (t, ap), j in zip(top, again)]
+            best = max(ranked, key=lambda r: r.mean)
+            searches.append(('annealing, re-ranked', repeat, best.tokens, best.mean))
         runner.run([(key_of('ref', t, 0), configs['cosine', REFERENCE_ITERS], t, 0, REFERENCE_ITERS, None)
                     for _, _, t, _ in searches])
     report(runner, configs, candidates, pricer, searches, bound, sys.argv[1:], time.time() - start)

@@ -39,7 +39,7 @@ sys.path[:0] = [REPO, os.path.join(REPO, 'tests')]
 
 from search_fixtures import processes_with, tiny_config, tiny_dataset, wait_until_gone  # noqa: E402
 from ppdet.core.workspace import ConfigError  # noqa: E402
-from ppdet.slim.nas.files import History  # noqa: E402
+from ppdet.slim.nas.files import History, row_tokens  # noqa: E402
 
 TRAIN = os.path.join(REPO, 'train_nas.py')
 # (text of a log line, the phase it means): the victim's phase is that of the last line that has one
@@ -265,7 +265,7 @@ def check_outputs(save_dir, steps, log_dir):
     if scene['_iter'] != steps or scene.get('_in_flight'):
         problems.append('checkpoint: {} rewarded, in flight {}'.format(scene['_iter'], scene.get('_in_flight')))
     for r in rows:
-        key = str([int(t) for t in r['tokens'].split()])
+        key = str(row_tokens(r))
         if not math.isclose(scene['_searched'].get(key, -1), float(r['ap']), rel_tol=1e-5, abs_tol=1e-6):
             problems.append('reward of {} is {} in the history, {} in the checkpoint'.format(
                 key, r['ap'], scene['_searched'].get(key)))

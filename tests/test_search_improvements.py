@@ -149,3 +149,14 @@ def test_untrained_ap_of_token_vectors(trained):
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r['tokens'][0] for r in rows] == [2, 0] and all(r['trained_ap'] is None for r in rows)
     assert all(0.0 <= r['untrained_ap'] <= 1.0 for r in rows)
+
+
+def test_bad_token_vectors_of_the_tools_are_one_line(trained):
+    config, results, _ = trained
+    out = train_candidate(config, '--tokens', TOKENS, '--parent', results[0]['weights'], '--parent-tokens', '2,1')
+    assert out.returncode == 2 and 'Traceback' not in out.stderr
+    assert '--parent-tokens 2,1: expected 9 tokens' in out.stderr.strip().splitlines()[-1], out.stderr[-500:]
+    out = subprocess.run([sys.executable, os.path.join(REPO, 'tools', 'untrained_ap.py'), '-c', config, '--tokens',
+                          '2,1,3,8,2,1,2,1,9'], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 2 and 'Traceback' not in out.stderr
+    assert '--tokens 2,1,3,8,2,1,2,1,9: token 8 is 9' in out.stderr.strip().splitlines()[-1], out.stderr[-500:]

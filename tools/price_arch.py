@@ -30,6 +30,14 @@ def parse_tokens(text):
                           .format(text)) from None
 
 
+def checked_tokens(setup, text, option='--tokens'):
+    """``text`` as tokens of the config's search space, or a one-line ConfigError naming the option."""
+    try:
+        return setup.space.check_tokens(parse_tokens(text))
+    except ValueError as e:
+        raise ConfigError('{} {}: {}'.format(option, text, e)) from None
+
+
 def space_quantile(setup, quantile, samples):
     """The constraint's metric at ``quantile`` over ``samples`` random candidates (priced ones only), rounded."""
     if not 0 < quantile < 1 or samples < 1:
@@ -57,11 +65,8 @@ def main():
         print(space_quantile(setup, args.quantile, args.samples), flush=True)
         return
     for text in args.tokens:
-        tokens = parse_tokens(text)
-        try:
-            price = setup.pricer.price(tokens)
-        except ValueError as e:
-            raise ConfigError('--tokens {}: {}'.format(text, e)) from None
+        tokens = checked_tokens(setup, text)
+        price = setup.pricer.price(tokens)
         print(json.dumps({'tokens': tokens, 'flops': price.flops, 'params': price.params,
                           'latency_us': price.latency_us, 'unpriced': price.unpriced,
                           'within_constraint': setup.constraint.admits(price)}), flush=True)

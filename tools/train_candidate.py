@@ -24,7 +24,7 @@ from ppdet.slim.nas.config import load_search_config  # noqa: E402
 from ppdet.slim.nas.inherit import Parent  # noqa: E402
 from ppdet.slim.nas.preflight import check_readers  # noqa: E402
 from ppdet.utils.logs import setup_logging  # noqa: E402
-from tools.price_arch import parse_tokens  # noqa: E402
+from tools.price_arch import checked_tokens  # noqa: E402
 
 
 def main(argv=None):
@@ -40,11 +40,8 @@ def main(argv=None):
                         'SAVE_DIR/train_candidate/<tokens>_seed<S>)')
     args = parser.parse_args(argv)
     setup = load_search_config(args.config, args.opt)
-    tokens = parse_tokens(args.tokens)
-    try:
-        price = setup.pricer.price(tokens)
-    except ValueError as e:
-        raise ConfigError('--tokens {}: {}'.format(args.tokens, e)) from None
+    tokens = checked_tokens(setup, args.tokens)
+    price = setup.pricer.price(tokens)
     check_readers(setup.cfg)
     parent = None
     if args.parent or args.parent_tokens:
@@ -54,7 +51,8 @@ def main(argv=None):
         if not os.path.isfile(args.parent):
             raise ConfigError('--parent {}: no such file; give a model_final.pdparams of a trained candidate'.format(
                 args.parent))
-        parent = Parent(setup.pricer.blazenet_kwargs(parse_tokens(args.parent_tokens)), args.parent)
+        parent = Parent(setup.pricer.blazenet_kwargs(checked_tokens(setup, args.parent_tokens, '--parent-tokens')),
+                        args.parent)
     seed = int(setup.cfg.get('seed', 0)) if args.seed is None else args.seed
     out = args.out or os.path.join(setup.cfg.get('save_dir', 'nas_checkpoint'), 'train_candidate',
                                    '{}_seed{}'.format('-'.join(map(str, tokens)), seed))

@@ -7,7 +7,6 @@ Builds each trained candidate of the history (or each --tokens vector) afresh wi
 initial weights its training started from, evaluates it without training and prints one JSON object per candidate:
 tokens, trained AP (from the history; null for --tokens), untrained AP.
 """
-import csv
 import json
 import os
 import sys
@@ -18,16 +17,15 @@ from ppdet.core.cli import ArgsParser, run_cli  # noqa: E402
 from ppdet.core.workspace import ConfigError  # noqa: E402
 from ppdet.slim.nas.candidate import CandidateTrainer  # noqa: E402
 from ppdet.slim.nas.config import load_search_config  # noqa: E402
-from tools.price_arch import parse_tokens  # noqa: E402
+from ppdet.slim.nas.files import History, row_tokens  # noqa: E402
+from tools.price_arch import checked_tokens  # noqa: E402
 
 
 def _history_candidates(setup, path):
     path = path or os.path.join(setup.cfg.get('save_dir', 'nas_checkpoint'), 'search_history.csv')
     if not os.path.isfile(path):
         raise ConfigError('{} not found; run the search first or pass --history'.format(path))
-    with open(path, newline='') as f:
-        return [([int(t) for t in r['tokens'].split()], float(r['ap'])) for r in csv.DictReader(f)
-                if r['status'] == 'trained']
+    return [(row_tokens(r), float(r['ap'])) for r in History(path).rows if r['status'] == 'trained']
 
 
 def main():
@@ -38,7 +36,7 @@ def main():
     setup = load_search_config(args.config, args.opt)
     if args.tokens and args.history:
         raise ConfigError('give --history (a search\'s candidates) or --tokens, not both')
-    candidates = ([(parse_tokens(t), None) for t in args.tokens] if args.tokens
+    candidates = ([(checked_tokens(setup, t), None) for t in args.tokens] if args.tokens
                   else _history_candidates(setup, args.history))
     trainer = CandidateTrainer(setup.cfg, seed=int(setup.cfg.get('seed', 0)))
     for tokens, trained in candidates:

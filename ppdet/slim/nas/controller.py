@@ -619,8 +619,7 @@ class SearchController:
         """On the host: (tokens, reward) of every rewarded candidate of the search, whichever client trained it."""
         if self.controller is None:
             return []
-        return [([int(t) for t in key.strip('[]').split(',')], float(reward))
-                for key, reward in self.controller._searched.items() if reward != -1]
+        return [(_literal(key), float(reward)) for key, reward in self.controller._searched.items() if reward != -1]
 
     def best(self):
         """(best tokens, best reward) read from the controller itself; PaddleSlim's client eval()s the reply."""

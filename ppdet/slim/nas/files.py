@@ -13,7 +13,7 @@ except ImportError:  # Windows: no POSIX locks; a resumed client then always sta
 from ppdet.core.workspace import ConfigError
 
 __all__ = ['atomic_write', 'History', 'HISTORY_FIELDS', 'HISTORY_NAME', 'SaveError', 'claim_history', 'dead_histories',
-           'line_of']
+           'line_of', 'row_tokens']
 
 HISTORY_FIELDS = ['step', 'tokens', 'status', 'flops', 'params', 'latency_us', 'ap', 'train_seconds', 'client']
 HISTORY_NAME = 'search_history.csv'
@@ -105,7 +105,7 @@ class History:
             self._fail(line, 'status {!r} is not one of {}'.format(row['status'], ', '.join(STATUSES)))
         try:
             int(row['step'])
-            [int(t) for t in row['tokens'].split()]
+            row_tokens(row)
             if row['status'] in ('trained', 'failed'):
                 float(row['ap'])
         except ValueError:
@@ -124,6 +124,11 @@ class History:
 
     def rewarded(self):
         return [r for r in self.rows if r['status'] in ('trained', 'failed')]
+
+
+def row_tokens(row):
+    """The token vector of a history row (written space-separated by ``History.append``)."""
+    return [int(t) for t in row['tokens'].split()]
 
 
 def _cell(value):

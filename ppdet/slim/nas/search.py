@@ -24,7 +24,7 @@ from ppdet.slim.nas.candidate import CandidateTrainer, select_device
 from ppdet.slim.nas.constraint import train_input_size
 from ppdet.slim.nas.controller import DEFAULT_CONTROLLER_WAIT, ControllerGone, SearchController
 from ppdet.slim.nas.distributed import Ranks
-from ppdet.slim.nas.files import History, SaveError, claim_history, dead_histories
+from ppdet.slim.nas.files import History, SaveError, claim_history, dead_histories, row_tokens
 from ppdet.slim.nas.inherit import Parent, parent_weights
 from ppdet.slim.nas.preflight import check_search_inputs
 from ppdet.slim.nas.rerank import RerankPlan, rerank
@@ -80,7 +80,7 @@ class NasSearch:
         lost nothing, and its candidate must not be trained again."""
         if self.is_server:
             dead = dead_histories(self.save_dir)
-            rewards = [([int(t) for t in row['tokens'].split()], float(row['ap']))
+            rewards = [(row_tokens(row), float(row['ap']))
                        for history in dead for row in history.rewarded()]
             self.controller.release_clients([history.owner for history in dead], rewards)
 
@@ -112,7 +112,7 @@ class NasSearch:
     def _resend_rewards(self):
         """A restarted client may have died between writing its history and sending the reward."""
         for row in self.history.rewarded():
-            if not self.controller.reward([int(t) for t in row['tokens'].split()], float(row['ap']), 0):
+            if not self.controller.reward(row_tokens(row), float(row['ap']), 0):
                 raise SearchError('{}: the controller refuses the reward of tokens {} (step {}): not tokens of this '
                                   'search space; restore the file or delete that row'.format(
                                       self.history.path, row['tokens'], row['step']))
@@ -200,7 +200,7 @@ class NasSearch:
         latency = '-' if row['latency_us'] is None else '{:.0f}us'.format(row['latency_us'])
         logger.info('search step %d/%d | tokens %s | flops %.1fM | latency %s | AP %.4f (%s) | best %.4f %s | '
                     'search eta %s', done, self.search_steps, row['tokens'], row['flops'] / 1e6, latency, row['ap'],
-                    row['status'], float(best['ap']), [int(t) for t in best['tokens'].split()],
+                    row['status'], float(best['ap']), row_tokens(best),
                     eta_string(max(self.search_steps - done, 0) * per_candidate))
 
     def all_rewarded_rows(self):
@@ -216,7 +216,7 @@ class NasSearch:
         rows = self.all_rewarded_rows()
         if tokens is None and rows:
             row = max(rows, key=lambda r: float(r['ap']))
-            tokens, reward = [int(t) for t in row['tokens'].split()], float(row['ap'])
+            tokens, reward = row_tokens(row), float(row['ap'])
         return tokens, reward
 
     def _rerank(self):
