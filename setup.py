@@ -8,6 +8,9 @@ setup(
     python_requires='>=3.11,<3.12',
     packages=find_packages(include=['ppdet', 'ppdet.*', 'search_space']),
     # mirrors requirements.txt (which also pins pytest for `make test`)
+    # six and decorator are never imported here, but paddleslim imports them (paddleslim.common.server/client:
+    # six; paddleslim.nas.ofa: decorator) without declaring them, and `import paddleslim` fails without them
     install_requires=['paddlepaddle==3.3.1', 'paddleslim==2.6.0', 'numpy<2', 'opencv-python==4.6.0.66',
-                      'pyyaml>=6.0', 'six', 'requests', 'decorator', 'matplotlib', 'scipy', 'tqdm'],
+                      'pyyaml>=6.0', 'six', 'requests', 'urllib3>=2.1', 'decorator', 'matplotlib', 'scipy', 'tqdm',
+                      'optuna==5.0.0', 'psycopg2-binary==2.9.13', 'optuna-dashboard==0.21.0'],
 )

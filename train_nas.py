@@ -1,25 +1,33 @@
 """BlazeFace-NAS search driver: ``python -u train_nas.py -c blazeface.yml [-o key=value ...] [-r SAVE_DIR]
 [--workers N|auto] [--gpus 0,2]``.
 
-Loads the config, registers the search space with PaddleSlim's controller and runs the search; everything it
-does lives in ``ppdet/slim/nas`` (config -> search space -> controller -> candidate -> reward -> report).
-With ``--workers N`` this process is the host and worker 0 and starts N-1 local workers (``workers.py``).
+Loads the config and runs the search with its ``strategy`` (PaddleSlim's SANAS controller by default, or an Optuna
+study); everything it does lives in ``ppdet/slim/nas`` (config -> search space -> strategy -> candidate -> reward
+-> report). With ``--workers N`` this process is worker 0 (and SANAS's host) and starts N-1 local workers
+(``workers.py``).
 """
 import argparse
 import logging
+import os
 
-from ppdet.core.cli import ArgsParser, run_cli
-from ppdet.slim.nas.config import load_search_config
-from ppdet.slim.nas.search import NasSearch, SearchError
-from ppdet.slim.nas.workers import resolve_plan, run_search
-from ppdet.utils.logs import setup_logging
-from ppdet.utils.processes import die_with_parent
+import optuna
+
+from ppdet.utils.logs import quiet_libraries, setup_logging
+
+quiet_libraries()  # before paddle is imported (glog reads its level then)
+
+from ppdet.core.cli import ArgsParser, run_cli  # noqa: E402
+from ppdet.slim.nas.config import load_search_config  # noqa: E402
+from ppdet.slim.nas.search import NasSearch, SearchError  # noqa: E402
+from ppdet.slim.nas.workers import resolve_plan, run_search  # noqa: E402
+from ppdet.utils.processes import die_with_parent  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = ArgsParser(description=__doc__)
     parser.add_argument('-r', '--resume_checkpoint', default=None, type=str,
-                        help='save_dir of an earlier search to resume (its sanas.checkpoints and history)')
+                        help='save_dir of an earlier search to resume (its sanas.checkpoints and history, or its '
+                             'study.db)')
     parser.add_argument('--workers', default=None,
                         help='candidates trained side by side on this machine: a number, or auto (one per GPU, '
                              'else one per CPU core); default: the config key workers, else 1')
@@ -36,7 +44,9 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    os.environ.setdefault('MPLBACKEND', 'Agg')  # the report's plot is a file; no display is needed
     setup_logging()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per candidate is the search's own
     args = parse_args(argv)
     if args.worker_of is not None:
         die_with_parent(args.worker_of)
@@ -44,7 +54,7 @@ def main(argv=None):
     setup = load_search_config(args.config, args.opt)
     try:
         if args.worker_of is not None:
-            NasSearch(setup, args.resume_checkpoint, args.fp16, args.loss_scale).run(report=False)
+            NasSearch(setup, args.resume_checkpoint, args.fp16, args.loss_scale, local_worker=True).run(report=False)
             return
         plan = resolve_plan(setup.cfg, args.workers, args.gpus)
         if plan.count > 1:

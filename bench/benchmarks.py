@@ -262,7 +262,7 @@ def search_overhead(quick):
     search.trainer.train = marked
     _wrap(search.trainer, 'train', train_s)
     _wrap(search.trainer, 'evaluate', eval_s)
-    _wrap(search, 'finish', finish_s)
+    _wrap(search, 'report', finish_s)
     step = search.trainer._step
 
     def stamped(*args, **kwargs):
@@ -280,7 +280,7 @@ def search_overhead(quick):
     steady = [b - a for lo, hi in zip(bounds, bounds[1:]) for a, b in zip(stamps[lo + 3:hi], stamps[lo + 4:hi])]
     per_iter = float(np.median(steady)) if steady else float('nan')
     demo_step = (loop + steps * (demo_iters - iters) * per_iter) / steps
-    rows = search.history.rows
+    rows = search.strategy.rows()
     detail = {'search_steps': steps, 'max_iters': iters, 'demo_max_iters': demo_iters,
               'demo_step_estimated': iters != demo_iters, 'train_s_per_step': sum(train_s) / steps,
               'eval_s_per_step': sum(eval_s) / steps, 'finish_s_once': sum(finish_s),

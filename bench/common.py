@@ -1,6 +1,5 @@
 """Shared pieces of the benchmarks: data sets, configs, the published structure, a bare training loop, timing."""
 import contextlib
-import copy
 import io
 import os
 import re
@@ -11,6 +10,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, 'tools'))
+
+from ppdet.utils.logs import quiet_libraries  # noqa: E402
+quiet_libraries()  # before paddle is imported (glog reads its level then)
 
 import numpy as np  # noqa: E402
 
@@ -46,10 +48,9 @@ def blazeface_cfg(data_dir, max_iters=5000):
     import ppdet.modeling.backbones.blazenet  # noqa: F401
     import ppdet.optimizer  # noqa: F401
     from ppdet.core.workspace import load_config, merge_config
-    cfg = load_config(os.path.join(REPO, 'blazeface.yml'))
-    merge_config({'TrainReader.dataset.dataset_dir': data_dir, 'EvalReader.dataset.dataset_dir': data_dir,
-                  'use_gpu': False, 'max_iters': max_iters, 'log_iter': 10 ** 9})
-    return copy.deepcopy(dict(cfg))
+    return merge_config({'TrainReader.dataset.dataset_dir': data_dir, 'EvalReader.dataset.dataset_dir': data_dir,
+                         'use_gpu': False, 'max_iters': max_iters, 'log_iter': 10 ** 9},
+                        load_config(os.path.join(REPO, 'blazeface.yml')))
 
 
 def published_kwargs(depthwise=True):

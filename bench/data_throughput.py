@@ -20,6 +20,9 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from ppdet.utils.logs import quiet_libraries  # noqa: E402
+quiet_libraries()  # before paddle is imported (glog reads its level then)
+
 from ppdet.core.workspace import load_config  # noqa: E402
 from ppdet.data import create_reader  # noqa: E402
 

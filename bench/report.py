@@ -199,7 +199,8 @@ README_HEAD = """## README section (for the lead to paste)
 ## Benchmarks
 
 `python bench/run.py` measures what a search costs on your machine and writes `bench/RESULTS.md`;
-`python bench/run.py --quick` gives rougher numbers in under 3 minutes on 2 cores. Each line of output is one JSON
+`python bench/run.py --quick` gives rougher numbers in under 3 minutes on 2 cores and only prints them (as does
+`--only`; `--results FILE` writes them to FILE), so the recorded results stay. Each line of output is one JSON
 object (`name`, `value`, `baseline`, `ratio`, `unit`, `target`); every figure is measured against a baseline in the
 same process, so load from other jobs affects both alike. Benchmarks never run in `make test`."""
 

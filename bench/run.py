@@ -1,11 +1,13 @@
 """What a BlazeFace-NAS search costs on this machine, each figure against a baseline measured in the same process.
 
-    python bench/run.py [--quick] [--only pricing,data,...] [--results bench/RESULTS.md]
+    python bench/run.py [--quick] [--only pricing,data,...] [--results FILE]
 
 Prints one JSON object per line (name, value, baseline, ratio, unit, target, met, detail) for pricing, data,
-train_step, search_overhead, memory and workers, and writes bench/RESULTS.md (table, command, machine). Each benchmark runs
-in a fresh child process. ``--quick`` (fewer iterations; no to_static / thread / op-profile variants) takes under
-3 minutes on 2 cores; the full run about 15. Synthetic data is made under $BENCH_WORK (default /tmp/blazeface_bench).
+train_step, search_overhead, memory and workers; a full run (all benchmarks, not --quick) also writes
+bench/RESULTS.md (table, command, machine), the recorded results. A --quick or --only run only prints, unless
+--results names a file, so it never overwrites them. Each benchmark runs in a fresh child process. ``--quick``
+(fewer iterations; no to_static / thread / op-profile variants) takes under 3 minutes on 2 cores; the full run
+about 15. Synthetic data is made under $BENCH_WORK (default /tmp/blazeface_bench).
 Nothing here runs in ``make test``.
 """
 import argparse
@@ -105,12 +107,20 @@ def write_results(path, results, args, started, seconds, facts, loads):
         f.write(report.render(results, args, started, seconds, facts, loads, _fmt))
 
 
+def results_path(given, quick, names):
+    """Where the report goes: ``given`` if any, else bench/RESULTS.md for a full run only, so that a quick or
+    partial run never replaces the recorded results with rougher or fewer figures."""
+    if given is not None:
+        return given
+    return None if quick or set(names) != set(BENCHMARKS) else os.path.join(HERE, 'RESULTS.md')
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--quick', action='store_true', help='fewer iterations and no extra variants (< 3 min)')
     parser.add_argument('--only', default=','.join(BENCHMARKS), help='comma-separated subset of benchmarks')
-    parser.add_argument('--results', default=os.path.join(HERE, 'RESULTS.md'), help='where to write the report '
-                        '("" to skip)')
+    parser.add_argument('--results', default=None, help='where to write the report (default: bench/RESULTS.md for '
+                        'a full run; a --quick or --only run only prints; "" to skip)')
     parser.add_argument('--child', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -138,8 +148,9 @@ def main(argv=None):
     loads['end'] = loadavg()
     seconds = time.time() - start
     print(json.dumps({'total_seconds': round(seconds, 1), 'quick': args.quick, 'load': loads}), file=sys.stderr)
-    if args.results:
-        write_results(args.results, results, ' '.join(['python', 'bench/run.py'] + [shlex.quote(a) for a in
+    path = results_path(args.results, args.quick, names)
+    if path:
+        write_results(path, results, ' '.join(['python', 'bench/run.py'] + [shlex.quote(a) for a in
                                                                                      (argv or sys.argv[1:])]),
                       started, seconds, machine_facts(), loads)
     return 0 if all('error' not in r for r in results) else 1

@@ -37,6 +37,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path[:0] = [REPO, os.path.join(REPO, 'tests')]
 
+from ppdet.utils.logs import quiet_libraries  # noqa: E402
+quiet_libraries()  # before paddle is imported (glog reads its level then)
+
 from search_fixtures import processes_with, tiny_config, tiny_dataset, wait_until_gone  # noqa: E402
 from ppdet.core.workspace import ConfigError  # noqa: E402
 from ppdet.slim.nas.files import History, row_tokens  # noqa: E402

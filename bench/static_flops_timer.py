@@ -14,6 +14,9 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from ppdet.utils.logs import quiet_libraries  # noqa: E402
+quiet_libraries(static_graphs=True)  # before paddle is imported (glog reads its level then)
+
 import paddle  # noqa: E402
 
 paddle.enable_static()

@@ -1,4 +1,2 @@
-"""The part of PaddleDetection this search needs, rebuilt on Paddle 3."""
-from ppdet.utils.logs import quiet_libraries
-
-quiet_libraries()
+"""The part of PaddleDetection this search needs, rebuilt on Paddle 3. Importing it changes no process-wide
+setting (logging, warning filters, glog): the entry points do that (``ppdet.utils.logs.quiet_libraries``)."""

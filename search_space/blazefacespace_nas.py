@@ -6,7 +6,11 @@ This is the one place that maps tokens to an architecture; the model builder and
 from paddleslim.nas.search_space.search_space_base import SearchSpaceBase
 from paddleslim.nas.search_space.search_space_registry import SEARCHSPACE
 
-__all__ = ['BlazeFaceNasSpace', 'BlazeFaceNasSpace3x3', 'search_space_name', 'structure_block']
+__all__ = ['BlazeFaceNasSpace', 'BlazeFaceNasSpace3x3', 'search_space_name', 'structure_block', 'TOKEN_NAMES']
+
+# What each token chooses (the order of ``range_table``): the parameter names a study and its dashboard show.
+TOKEN_NAMES = ('blaze_filter_num1', 'blaze_filter_num2', 'double_filter_num1', 'double_filter_num2',
+               'mid_filter_num1', 'mid_filter_num2', 'mid_filter_num3', 'mid_filter_num4', 'use_5x5kernel')
 
 STRUCTURE_START = '------------->>> BlazeFace-NAS structure start: <<<----------------'
 STRUCTURE_END = '-------------->>> BlazeFace-NAS structure end! <<<-----------------'

@@ -8,6 +8,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from ppdet.utils.logs import quiet_libraries  # noqa: E402
+
+quiet_libraries()  # the test process is an entry point too: glog's level must be set before paddle is imported
+
 REPO_TABLE = os.path.join(REPO, 'latency_855.txt')
 
 

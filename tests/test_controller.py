@@ -262,6 +262,8 @@ def test_truncated_checkpoint_names_file_and_line(tmp_path):
     (lambda s: s['_searched'].update({'[1, 2]': 0.3}), "_searched entry '[1, 2]'", '"[1, 2]"'),
     (lambda s: s.update(_in_flight={'2,1,3,8,2,1,2,1,1': ''}), '_in_flight entry', '"2,1,3,8,2,1,2,1,1"'),
     (lambda s: s.update(_tokens='2 1 3'), '_tokens is', '"_tokens"'),
+    (lambda s: s['_rng']['state'].update(inc=-1), '_rng is', '"_rng"'),
+    (lambda s: s.update(_longest_training='long'), '_longest_training is', '"_longest_training"'),
     (lambda s: s.pop('_searched'), 'no _searched', None)])
 def test_hand_edited_checkpoint_names_file_and_line(tmp_path, edit, message, on_line):
     path = _checkpoint(tmp_path)
@@ -290,3 +292,115 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_host_and_keeps_the_old_fi
         assert not [n for n in os.listdir(str(tmp_path)) if '.tmp' in n], 'the partial file is removed'
     finally:
         host.close()
+
+
+# ---- the lease of a silent client (issue 22) ----
+
+def _leased_host(save_dir, port, steps, lease=1.5):
+    return SearchController('BlazeFaceNasSpace', BlazeFaceNasSpace(), '', port, True, None, 0.85, steps,
+                            str(save_dir), client_name='host', client_lease=lease)
+
+
+def test_a_silent_clients_candidates_go_to_others_and_late_rewards_count_once(tmp_path, caplog):
+    """Two clients take a candidate each and fall silent past a short lease; the host, training its own, is not
+    released. A late reward of a released candidate not yet handed out again counts and leaves the queue; one
+    handed out again counts once whichever of its two trainers reports first. The count of rewards stays exact."""
+    caplog.set_level(logging.INFO)
+    port = free_port()
+    host = _leased_host(tmp_path, port, steps=4)
+    try:
+        a, c, b = (SafeControllerClient('127.0.0.1', port, host.key, name) for name in ('a', 'c', 'b'))
+        mine, x, z = host.next_tokens(), a.next_tokens(), c.next_tokens()
+        time.sleep(2.0)  # longer than the lease; no one speaks
+        host.server.release_silent()  # what the host's wait does
+        assert host.controller.lost == [x, z] and host.controller.in_flight == {','.join(map(str, mine)): 'host'}
+        assert 'client a has been silent for 2s, longer than the lease (client_lease 1.5s), so' in caplog.text
+        assert a.update(x, 0.4, 1) and host.rewarded == 1 and host.controller.lost == [z]  # late, still counted
+        assert b.next_tokens() == z, 'handed out again to another client'
+        assert c.update(z, 0.3, 1) and b.update(z, 0.35, 1) and host.rewarded == 2  # its first report counts
+        assert host.reward(mine, 0.2, 1) and host.rewarded == 3 and host.server.in_flight() == 0
+        last = host.next_tokens()
+        assert last not in (mine, x, z) and b.next_tokens() is None, 'three rewards and one in flight make 4'
+        assert host.reward(last, 0.1, 2) and host.rewarded == 4
+        assert host.best() == (x, 0.4) and host.controller.lost == []
+    finally:
+        host.close()
+
+
+CLIENT = """
+import sys, time
+from ppdet.slim.nas.controller import SafeControllerClient
+tokens = SafeControllerClient('127.0.0.1', int(sys.argv[1]), sys.argv[2], 'remote').next_tokens()
+print(','.join(map(str, tokens)), flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_host_trains_what_a_killed_remote_client_held_instead_of_waiting(tmp_path):
+    """A real client process takes a candidate and is killed with SIGKILL: once it has been silent past the lease
+    the host's wait ends (a day's max_client_wait is not waited), the host trains the candidate itself, and a
+    reward sent late under the dead client's name does not count again."""
+    import signal
+    import subprocess
+    import sys
+    from conftest import REPO
+    port = free_port()
+    host = _leased_host(tmp_path, port, steps=2)
+    remote = subprocess.Popen([sys.executable, '-c', CLIENT, str(port), host.key], cwd=REPO, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        theirs = [int(t) for t in remote.stdout.readline().split(',')]
+        os.kill(remote.pid, signal.SIGKILL)
+        remote.wait()
+        mine = host.next_tokens()
+        assert host.reward(mine, 0.3, 1) and host.next_tokens() is None, 'the dead client holds the last step'
+        assert host.wait_for_others(86400, poll=0.2) is False
+        assert host.next_tokens() == theirs and host.reward(theirs, 0.5, 2) and host.rewarded == 2
+        late = SafeControllerClient('127.0.0.1', port, host.key, 'remote')
+        assert late.update(theirs, 0.9, 1) and host.rewarded == 2 and host.best() == (theirs, 0.5)
+        assert host.wait_for_others(86400, poll=0.2, goodbye_seconds=30) is True
+    finally:
+        remote.kill()
+        remote.wait()
+        host.close()
+
+
+def test_the_default_lease_follows_the_longest_training_and_survives_a_restart(tmp_path):
+    """Without client_lease: 600 s before any training, then 3x the longest hand-out-to-reward time, at least
+    600 s; the longest training is kept in the checkpoint."""
+    from ppdet.slim.nas.controller import ClientLease
+    assert ClientLease().length() == 600 and ClientLease(longest=150).length() == 600
+    assert ClientLease(longest=400).length() == 1200 and ClientLease(seconds=5, longest=400).length() == 5
+    port = free_port()
+    host = _host(tmp_path, port)
+    tokens = host.next_tokens()
+    time.sleep(0.2)
+    host.reward(tokens, 0.3, 1)
+    host.close()
+    saved = json.loads((tmp_path / 'sanas.checkpoints').read_text())['_longest_training']
+    assert saved >= 0.2
+    again = _host(tmp_path, free_port(), load=str(tmp_path))
+    try:
+        assert again.controller.lease.longest == saved
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('client_lease', 0, 'client_lease is 0; it should be a number of seconds > 0'),
+    ('client_lease', '1h', "client_lease is '1h'"), ('client_lease', True, 'client_lease is True'),
+    ('seed', -1, 'seed is -1; it should be a whole number >= 0')])
+def test_a_bad_lease_or_seed_is_one_clear_error(tmp_path, key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        SearchController('BlazeFaceNasSpace', BlazeFaceNasSpace(), '', free_port(), True, None, 0.85, 10,
+                         str(tmp_path), **{key: value})
+
+
+def test_a_bad_client_lease_in_the_config_is_one_line_naming_the_file(tmp_path):
+    from ppdet.slim.nas.config import load_search_config
+    from search_fixtures import tiny_config
+    config = tiny_config(tmp_path, str(tmp_path / 'wider'), client_lease=-5)
+    with pytest.raises(ConfigError, match=r'tiny.yml: client_lease is -5; it should be a number of seconds > 0'):
+        load_search_config(config)
+    assert load_search_config(tiny_config(tmp_path, str(tmp_path / 'wider'), client_lease=900)).cfg['client_lease'] \
+        == 900

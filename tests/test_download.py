@@ -19,7 +19,7 @@ import pytest
 import tools.download_widerface as download_tool
 from conftest import run_tool_main
 from ppdet.data.source.widerface import WIDERFaceDataSet
-from ppdet.utils import download
+from ppdet.data import download
 
 TRAIN_ANNO = ('0--Parade/0_Parade_a.jpg\n2\n4 6 20 24 0 0 0 0 0 0\n30 8 16 18 1 0 0 0 0 0\n'
               '1--Handshaking/1_Handshaking_b.jpg\n1\n10 10 25 25 0 0 0 0 0 0\n')

@@ -1,11 +1,12 @@
-"""Final re-ranking: which candidates are trained again, the winner by mean, and what a resume trains again."""
-import os
+"""Final re-ranking: which candidates are trained again, with which seeds, and the winner by mean."""
+import csv
 
 import pytest
 
-from ppdet.slim.nas.rerank import RerankLog, RerankPlan, rerank, top_candidates
+from ppdet.slim.nas.rerank import RerankPlan, rank, rerank_jobs, top_candidates, write_rerank_csv
 
 REWARDS = [([1, 0], 0.50), ([2, 0], 0.40), ([3, 0], 0.45), ([4, 0], 0.10), ([1, 0], 0.20)]
+RETRAINED = {(1, 0): 0.30, (3, 0): 0.44, (2, 0): 0.41}  # the lucky first reward of [1, 0] does not come back
 
 
 def test_top_candidates_are_distinct_and_best_first():
@@ -13,52 +14,32 @@ def test_top_candidates_are_distinct_and_best_first():
     assert top_candidates(REWARDS, 10)[-1] == ((4, 0), 0.10)
 
 
-class Trainings:
-    """What each re-training returns: the lucky first reward of [1, 0] does not come back."""
-    ap = {(1, 0): 0.30, (3, 0): 0.44, (2, 0): 0.41}
-
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, tokens, seed):
-        self.calls.append((tuple(tokens), seed))
-        return self.ap[tuple(tokens)] + 0.001 * seed, 1.5
+def test_the_jobs_are_the_top_k_with_the_next_seeds():
+    jobs = rerank_jobs(REWARDS, RerankPlan(top_k=2, seeds=2), 5)
+    assert [(tuple(t), s) for t, s in jobs] == [((1, 0), 6), ((1, 0), 7), ((3, 0), 6), ((3, 0), 7)]
 
 
-def test_winner_is_the_best_mean_and_every_training_is_written(tmp_path):
-    train = Trainings()
-    ranked = rerank(REWARDS, RerankPlan(top_k=3, seeds=2), 0, str(tmp_path), train)
-    assert sorted(train.calls) == sorted((t, s) for t in [(1, 0), (3, 0), (2, 0)] for s in (1, 2))
+def test_winner_is_the_best_mean_of_the_search_reward_and_the_retrainings(tmp_path):
+    plan = RerankPlan(top_k=3, seeds=2)
+    results = {(tuple(t), s): (RETRAINED[tuple(t)] + 0.001 * s, 1.5) for t, s in rerank_jobs(REWARDS, plan, 0)}
+    ranked = rank(REWARDS, plan, 0, results)
     assert ranked[0].tokens == [3, 0]  # 0.45, 0.441, 0.442 beats 0.50, 0.301, 0.302
     assert ranked[0].seeds == [0, 1, 2] and ranked[0].aps == pytest.approx([0.45, 0.441, 0.442])
     assert ranked[0].mean == pytest.approx(0.444333, abs=1e-6) and ranked[0].spread > 0
     assert [r.tokens for r in ranked] == [[3, 0], [2, 0], [1, 0]]
-    assert len(RerankLog(os.path.join(str(tmp_path), 'rerank.csv')).rows) == 6
+    path = str(tmp_path / 'rerank.csv')
+    write_rerank_csv(path, results)
+    with open(path, newline='') as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and {r['tokens'] for r in rows} == {'1 0', '2 0', '3 0'}
 
 
-def test_a_resumed_rerank_trains_only_what_is_missing(tmp_path):
-    first = Trainings()
-    plan = RerankPlan(top_k=2, seeds=2)
-    ranked = rerank(REWARDS, plan, 0, str(tmp_path), first)
-    again = Trainings()
-    assert [r.aps for r in rerank(REWARDS, plan, 0, str(tmp_path), again)] == [r.aps for r in ranked]
-    assert again.calls == []
-    log = RerankLog(os.path.join(str(tmp_path), 'rerank.csv'))  # a kill after three of the four trainings
-    log.rows = log.rows[:3]
-    log.append([9, 9], 5, 0.0, 0.0)  # (and a row of another search's candidate, ignored)
-    resumed = Trainings()
-    rerank(REWARDS, plan, 0, str(tmp_path), resumed)
-    assert resumed.calls == [first.calls[3]]
+def test_a_training_not_finished_is_left_out_of_the_mean():
+    plan = RerankPlan(top_k=1, seeds=2)
+    ranked = rank(REWARDS, plan, 0, {((1, 0), 2): (0.3, 1.0)})
+    assert ranked[0].seeds == [0, 2] and ranked[0].aps == pytest.approx([0.5, 0.3])
 
 
 def test_plan_from_config_is_off_by_default():
     assert not RerankPlan.from_config({}).enabled
     assert RerankPlan.from_config({'rerank_top_k': 3, 'rerank_seeds': 1}) == RerankPlan(3, 1)
-
-
-def test_a_new_search_in_an_old_save_dir_does_not_reuse_its_rows(tmp_path):
-    rerank(REWARDS, RerankPlan(top_k=1, seeds=1), 0, str(tmp_path), Trainings())
-    fresh = Trainings()
-    rerank(REWARDS, RerankPlan(top_k=1, seeds=1), 0, str(tmp_path), fresh, resume=False)
-    assert fresh.calls == [((1, 0), 1)]
-    assert len(RerankLog(os.path.join(str(tmp_path), 'rerank.csv')).rows) == 1

@@ -29,10 +29,9 @@ def assert_box_on_face(sample, tol=1.5):
     np.testing.assert_allclose(bright_extent(sample['image']), box, atol=tol)
 
 
-def seeded(seed):
-    np.random.seed(seed)
-    import random
-    random.seed(seed)
+def rng(seed):
+    """The sample's own generator, as the reader hands one to every transform."""
+    return np.random.default_rng(seed)
 
 
 # ---- decoding and boxes ----
@@ -101,8 +100,7 @@ def test_distort_hue_turns_red_green_and_all_off_changes_nothing():
 # ---- geometry: the white rectangle must stay where the box says ----
 
 def test_expand_keeps_image_and_box_together():
-    seeded(1)
-    sample = T.ExpandImage(max_ratio=3, prob=1.)(white_face(40, 60, (10, 5, 30, 25)))
+    sample = T.ExpandImage(max_ratio=3, prob=1.)(white_face(40, 60, (10, 5, 30, 25)), rng=rng(1))
     out = sample['image']
     assert 40 < out.shape[0] <= 120 and 60 < out.shape[1] <= 180
     assert_box_on_face(sample)
@@ -119,8 +117,7 @@ def test_expand_with_probability_zero_is_identity():
 
 @pytest.mark.parametrize('seed', range(5))  # each seed draws another interpolation
 def test_random_interp_resizes_to_target(seed):
-    seeded(seed)
-    sample = T.RandomInterpImage(target_size=50)(white_face(80, 120, (20, 10, 80, 50)))
+    sample = T.RandomInterpImage(target_size=50)(white_face(80, 120, (20, 10, 80, 50)), rng=rng(seed))
     assert sample['image'].shape == (50, 50, 3)
     assert_box_on_face(sample)
 
@@ -183,23 +180,21 @@ CROP_SQUARE = [[1, 50, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0], [1, 50, 0.3, 1.0
 
 @pytest.mark.parametrize('seed', range(4))
 def test_anchor_crop_is_target_sized_and_keeps_the_face(seed):
-    seeded(seed)
     op = T.CropImageWithDataAchorSampling(batch_sampler=CROP_SQUARE, anchor_sampler=CROP_ANCHOR, target_size=64,
                                           sampling_prob=0.)
-    sample = op(white_face(150, 200, (80, 40, 140, 100)))
+    sample = op(white_face(150, 200, (80, 40, 140, 100)), rng=rng(seed))
     assert sample['image'].shape == (64, 64, 3)
     assert_box_on_face(sample)
 
 
 @pytest.mark.parametrize('seed', range(4))
 def test_square_crop_keeps_the_face_and_drops_tiny_ones(seed):
-    seeded(seed)
     sample = white_face(120, 160, (60, 30, 110, 80))
     sample['image'][5:7, 5:7] = 100  # a 2 px face, below min_size at target 160
     sample['gt_bbox'] = np.vstack([sample['gt_bbox'], [[5 / 160, 5 / 120, 7 / 160, 7 / 120]]]).astype(np.float32)
     sample['gt_class'] = np.ones((2, 1), np.int32)
     op = T.CropImageWithDataAchorSampling(batch_sampler=CROP_SQUARE, target_size=160, sampling_prob=1.)
-    out = op(sample)
+    out = op(sample, rng=rng(seed))
     assert out['image'].shape[0] == out['image'].shape[1] <= 120  # square crops in pixels
     assert len(out['gt_bbox']) == len(out['gt_class']) == 1
     assert_box_on_face(out)
@@ -239,3 +234,29 @@ def test_unknown_transform_argument_is_a_config_error(tmp_path):
     path.write_text('ops: [!ExpandImage {max_ratio: 4, prob: 0.5, ratio: 2}]\n')
     with pytest.raises(ConfigError, match="'ratio'"):
         load_config(str(path))
+
+
+# ---- randomness ----
+
+def test_random_ops_draw_only_from_the_generator_they_are_handed():
+    """The same generator state gives the same augmented sample, another one another; numpy's and Python's global
+    generators are neither read nor reseeded (what else draws from them does not depend on the data)."""
+    import random
+    ops = [T.RandomDistort(is_order=False, count=3), T.ExpandImage(max_ratio=3, prob=0.5),
+           T.CropImageWithDataAchorSampling(batch_sampler=CROP_SQUARE, anchor_sampler=CROP_ANCHOR, target_size=64,
+                                            sampling_prob=0.5),
+           T.RandomInterpImage(target_size=64), T.RandomFlipImage(is_normalized=True)]
+
+    def augmented(seed):
+        generator, sample = rng(seed), white_face(150, 200, (80, 40, 140, 100))
+        for op in ops:
+            sample = op(sample, rng=generator)
+        return sample
+
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    first, again = [augmented(seed) for seed in (3, 3)]
+    assert all(np.array_equal(first[k], again[k]) for k in ('image', 'gt_bbox', 'gt_class'))
+    assert any(not np.array_equal(first['image'], augmented(seed)['image']) for seed in (4, 5, 6))
+    after = np.random.get_state()
+    assert after[0] == numpy_state[0] and np.array_equal(after[1], numpy_state[1]) and after[2:] == numpy_state[2:]
+    assert random.getstate() == python_state

@@ -88,7 +88,8 @@ def test_readers_are_capped_and_the_child_is_a_resuming_client_on_loopback():
     assert reader_overrides(cfg, 1) == {'TrainReader.worker_num': 1}, 'in-process readers are left alone'
     assert reader_overrides(cfg, 2) == {}
     slot = plan_workers(2, use_gpu=False, visible_gpus=0, cores=2).slots[1]
-    argv = worker_command('demo.yml', {'max_iters': 10, 'TrainReader.worker_num': 1}, '/tmp/out', 8123, 4242,
+    joins = {'is_server': False, 'server_ip': '127.0.0.1', 'server_port': 8123}  # SanasStrategy.worker_overrides
+    argv = worker_command('demo.yml', {'max_iters': 10, 'TrainReader.worker_num': 1}, '/tmp/out', joins, 4242,
                           slot, False, 8.0)
     joined = ' '.join(argv)
     assert '-r /tmp/out' in joined and '--worker-of 4242 --worker-id 1' in joined

@@ -24,12 +24,22 @@ def _write(tmp_path, text):
 def test_tags_defaults_shared_and_overrides(tmp_path):
     cfg = load_config(_write(tmp_path, 'num_classes: 5\n_Toy: {size: 4}\nthing: !_Toy {names: [x, y]}\n'))
     assert isinstance(cfg['thing'], Tagged)
-    toy = create('_Toy')
+    toy = create('_Toy', cfg)
     assert (toy.size, toy.names, toy.num_classes, toy.flag) == (4, ['a'], 5, False)
-    merge_config({'thing.size': 9, '_Toy.flag': True})
+    assert merge_config({'thing.size': 9, '_Toy.flag': True}, cfg) is cfg
     built = build(cfg['thing'])
     assert (built.size, built.names) == (9, ['x', 'y'])
-    assert create('_Toy').flag is True
+    assert create('_Toy', cfg).flag is True
+
+
+def test_each_load_is_a_config_of_its_own(tmp_path):
+    """No process-wide config: a second load, or overrides merged into one config, leave the other alone."""
+    path = _write(tmp_path, '_Toy: {size: 4}\n')
+    first = load_config(path)
+    second = merge_config({'_Toy.size': 9}, load_config(path))
+    assert first is not second
+    assert (create('_Toy', first).size, create('_Toy', second).size) == (4, 9)
+    assert load_config(path)['_Toy'] == {'size': 4}
 
 
 @pytest.mark.parametrize('text, words', [
@@ -46,9 +56,9 @@ def test_config_mistakes_name_the_key_and_file(tmp_path, text, words):
 
 
 def test_unknown_section_key_is_an_error(tmp_path):
-    load_config(_write(tmp_path, '_Toy: {colour: red}\n'))
+    cfg = load_config(_write(tmp_path, '_Toy: {colour: red}\n'))
     with pytest.raises(ConfigError, match="colour"):
-        create('_Toy')
+        create('_Toy', cfg)
 
 
 def test_args_parser_reads_yaml_values():
@@ -56,6 +66,12 @@ def test_args_parser_reads_yaml_values():
     assert args.opt == {'max_iters': 10, 'Constraint.ctype': 'flops', 'a.b': [1, 2]}
     with pytest.raises(ConfigError, match='key=value'):
         ArgsParser().parse_args(['-c', 'x.yml', '-o', 'max_iters'])
+
+
+def test_repeated_o_options_accumulate():
+    args = ArgsParser().parse_args(['-c', 'x.yml', '-o', 'a=1', '-o', 'b=2', 'c.d=x', '--opt', 'a=3'])
+    assert args.opt == {'a': 3, 'b': 2, 'c.d': 'x'}  # every -o counts; a key given twice keeps its last value
+    assert ArgsParser().parse_args(['-c', 'x.yml']).opt == {}
 
 
 def test_unused_top_level_key_warns(tmp_path):
@@ -113,6 +129,8 @@ def test_the_improved_config_is_the_original_plus_the_improvements():
     original, improved = (load_search_config(name).cfg for name in ('blazeface.yml', 'blazeface_improved.yml'))
     assert improved['rerank_top_k'] == 5 and improved['rerank_seeds'] == 2
     assert [s.cls.__name__ for s in improved['LearningRate']['schedulers']] == ['CosineDecay']
+    assert [s.cls.__name__ for s in original['LearningRate']['schedulers']] == ['PiecewiseDecay']
+    assert 'rerank_top_k' not in original and original['save_dir'] != improved['save_dir']
     changed = {'LearningRate', 'rerank_top_k', 'rerank_seeds', 'save_dir', 'filename'}
     for key in set(original) | set(improved):
         if key not in changed:

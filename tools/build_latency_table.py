@@ -22,9 +22,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ppdet.utils.logs import quiet_libraries  # noqa: E402
+quiet_libraries(static_graphs=True)  # before paddle is imported (glog reads its level then)
+
 from tqdm import tqdm  # noqa: E402
 
-from ppdet.core.cli import ArgsParser, run_cli  # noqa: E402
+from ppdet.core.cli import ArgsParser, add_timing_arguments, int_list, run_cli  # noqa: E402
 from ppdet.core.workspace import ConfigError  # noqa: E402
 from ppdet.slim.nas.constraint import CandidatePricer, train_input_size  # noqa: E402
 from ppdet.slim.nas.latency import (TableWriter, Timer, calibrate_table, load_table_setup,  # noqa: E402
@@ -32,24 +35,6 @@ from ppdet.slim.nas.latency import (TableWriter, Timer, calibrate_table, load_ta
 
 
 NOISY_SPREAD = 1.25  # calibration ratios of one quiet build here spread x1.07; loaded ones x1.5 and more
-
-
-def parse_kernels(text):
-    try:
-        return [int(k) for k in text.split(',')]
-    except ValueError:
-        raise ConfigError('--kernels {!r}: write kernel sizes as comma-separated integers, e.g. 3,5'.format(
-            text)) from None
-
-
-def add_timing_arguments(parser):
-    """Options shared with validate_latency_table.py, so both time the same way."""
-    parser.add_argument('--rounds', type=int, default=3,
-                        help='timing rounds; in each, every model of a batch runs --repeats times')
-    parser.add_argument('--repeats', type=int, default=10, help='timed runs per model and round; the median of '
-                        'all is kept')
-    parser.add_argument('--warmup', type=int, default=10, help='untimed runs before timing')
-    parser.add_argument('--kernels', default='3', help='depthwise kernel sizes to cover: 3 (default) or 3,5')
 
 
 def main(argv=None):
@@ -64,7 +49,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     timer = Timer(args.device, args.threads, args.warmup, args.repeats, args.rounds, args.onednn)
     setup = load_table_setup(args.config, args.opt)
-    pricer = CandidatePricer(setup.cfg, with_kernels(setup.space, parse_kernels(args.kernels)))
+    pricer = CandidatePricer(setup.cfg, with_kernels(setup.space, int_list(args.kernels, '--kernels', '3,5')))
     units = space_units(pricer)
     writer = TableWriter(args.out, timer.header)
     missing = len(missing_keys(units, writer))

@@ -17,9 +17,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ppdet.utils.logs import quiet_libraries, setup_logging  # noqa: E402
+quiet_libraries()  # before paddle is imported (glog reads its level then)
+
 from ppdet.core.cli import run_cli  # noqa: E402
-from ppdet.utils.download import DEFAULT_URL_BASE, DownloadError, fetch_widerface  # noqa: E402
-from ppdet.utils.logs import setup_logging  # noqa: E402
+from ppdet.data.download import DEFAULT_URL_BASE, DownloadError, fetch_widerface  # noqa: E402
 
 CONFIG_DATASET_DIR = 'dataset/wider_face'  # blazeface.yml's dataset_dir, relative to the working directory
 

@@ -17,16 +17,18 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ppdet.utils.logs import quiet_libraries  # noqa: E402
+quiet_libraries(static_graphs=True)  # before paddle is imported (glog reads its level then)
+
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
-from ppdet.core.cli import ArgsParser, run_cli  # noqa: E402
+from ppdet.core.cli import ArgsParser, checked_tokens, run_cli  # noqa: E402
 from ppdet.core.workspace import ConfigError, build  # noqa: E402
 from ppdet.slim.nas.constraint import train_input_size  # noqa: E402
 from ppdet.slim.nas.latency import (DeployedBlazeFace, candidate_model, create_predictor,  # noqa: E402
                                     load_table_setup, save_layer)
-from tools.price_arch import parse_tokens  # noqa: E402
 
 # Paddle Inference (oneDNN, fused conv+BN) and dygraph differ by float rounding only: boxes and scores agree to
 # this absolute tolerance (measured: up to 4e-7).
@@ -127,7 +129,7 @@ def main(argv=None):
                         help='save the raw (locs, confs) network and priors.npy, for runtimes without NMS')
     args = parser.parse_args(argv)
     setup = load_table_setup(args.config, args.opt)
-    tokens = parse_tokens(args.tokens)
+    tokens = checked_tokens(setup, args.tokens)
     height, width = train_input_size(setup.cfg)
     prefix = os.path.join(args.out, 'model')
     decoded = not args.without_decoder

@@ -3,13 +3,16 @@
 
     python tools/make_synthetic_widerface.py --out dataset/wider_face [--train 100 --val 25 --size 512 --seed 0]
 
-writes ``DIR/wider_face_split/wider_face_{train,val}_bbx_gt.txt`` and ``DIR/WIDER_{train,val}/images/<event>/*.jpg``.
+writes ``DIR/wider_face_split/wider_face_{train,val}_bbx_gt.txt``, ``DIR/WIDER_{train,val}/images/<event>/*.jpg`` and
+the val ground truth of the official evaluation, ``DIR/WIDER_val/ground_truth/wider_{face,easy,medium,hard}_val.mat``
+(what PaddleDetection's WIDERFaceValDataset and the eval_tools read; see ``write_ground_truth``).
 Faces are drawn (skin-toned ovals with hair, eyes, brows, nose and mouth) with varied size, yaw, roll, lighting and
 blur, on cluttered backgrounds; some are partly occluded or cut by the image border, some images have no face.
 Each face line carries the ten WIDER fields ``x y w h blur expression illumination invalid occlusion pose``, the box
 being the visible part of the face oval. The same arguments give byte-identical files, whatever ``--workers``.
 """
 import argparse
+import io
 import multiprocessing
 import os
 import sys
@@ -17,6 +20,7 @@ import time
 
 import cv2
 import numpy as np
+import scipy.io
 
 EVENTS = ('0--Parade', '1--Handshaking', '2--Demonstration', '4--Dancing', '7--Cheering', '12--Group',
           '20--Family_Group', '51--Dresses')
@@ -31,6 +35,13 @@ SCENES = {  # name: (probability, face count range, face height as a fraction of
     'crowds': (0.25, (8, 22), (0.02, 0.08)),  # small faces
 }
 MIN_FACE = 5  # pixels
+# The official Easy/Medium/Hard subsets come from how hard each face was for a reference detector, which cannot be
+# recomputed; here a face's height decides, scaled from a 640 px image (WIDER FACE's training size): at least 50 px
+# is easy, 30 px medium, 10 px hard (each subset holds the easier ones, as the official ones do). Invalid faces are
+# in none.
+SUBSET_MIN_HEIGHT = {'easy': 50, 'medium': 30, 'hard': 10}
+GROUND_TRUTH_DIR = os.path.join('WIDER_val', 'ground_truth')
+LABELS = ('blur', 'expression', 'illumination', 'invalid', 'occlusion', 'pose')  # the WIDER fields after x y w h
 # How much there is besides the faces: background shapes per image, the share of faces occluded and the odds of
 # blur levels 0/1/2. 'full' is WIDER-like; 'light' is the search-quality proxy task (bench/SEARCH_QUALITY.md):
 # hard enough that candidates differ after a short training, easy enough that they learn something in it.
@@ -295,14 +306,72 @@ def annotation_text(entries):
     return '\n'.join(lines) + '\n'
 
 
+def _cells(items):
+    """A MATLAB cell column (what scipy.io.savemat writes for an (n, 1) object array)."""
+    cells = np.empty((len(items), 1), dtype=object)
+    for i, item in enumerate(items):
+        cells[i, 0] = item
+    return cells
+
+
+def _savemat(path, data):
+    """scipy's savemat with a fixed header text: it would stamp the time, and the same arguments give the same bytes."""
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, data)
+    body = buffer.getvalue()
+    with open(path, 'wb') as f:
+        f.write(b'MATLAB 5.0 MAT-file, written by make_synthetic_widerface.py'.ljust(116) + body[116:])
+
+
+def subset_indices(faces, subset, size):
+    """1-based indices (an (m, 1) integer column, as the official files hold them) of the faces ``subset`` evaluates.
+    Integers: PaddleDetection develop's WIDERFaceValDataset indexes an array with them (``ignore[keep_index-1]``)."""
+    min_height = SUBSET_MIN_HEIGHT[subset] * size / 640.
+    keep = [i + 1 for i, face in enumerate(faces) if face[3] >= min_height and not face[7]]
+    return np.array(keep, dtype=np.int32).reshape(-1, 1)
+
+
+def write_ground_truth(out, entries, size):
+    """The official val ground truth for ``entries`` (the val split's (path, faces)), in ``out/WIDER_val/ground_truth``.
+
+    As the eval_tools' files: ``wider_face_val.mat`` holds ``event_list`` (a cell column of event names),
+    ``file_list`` (per event, a cell column of image names without ``.jpg``), ``face_bbx_list`` (per image an
+    (n, 4) ``x y w h`` array) and one ``<label>_label_list`` per WIDER field; ``wider_<subset>_val.mat`` holds
+    ``event_list``, ``file_list`` and ``gt_list`` (per image, the 1-based indices of the faces that subset counts).
+    """
+    by_event = {}
+    for rel, faces in entries:
+        event, name = rel.split('/')
+        by_event.setdefault(event, []).append((os.path.splitext(name)[0], np.array(faces, np.float64).reshape(-1, 10)))
+    events = sorted(by_event, key=lambda e: int(e.split('--')[0]))
+    event_list = _cells(events)
+    file_list = _cells([_cells([name for name, _ in by_event[e]]) for e in events])
+
+    def per_image(value):
+        return _cells([_cells([value(faces) for _, faces in by_event[e]]) for e in events])
+
+    folder = os.path.join(out, GROUND_TRUTH_DIR)
+    os.makedirs(folder, exist_ok=True)
+    face = {'event_list': event_list, 'file_list': file_list, 'face_bbx_list': per_image(lambda f: f[:, :4])}
+    for column, label in enumerate(LABELS, start=4):
+        face['{}_label_list'.format(label)] = per_image(lambda f, c=column: f[:, c:c + 1])
+    _savemat(os.path.join(folder, 'wider_face_val.mat'), face)
+    for subset in SUBSET_MIN_HEIGHT:
+        _savemat(os.path.join(folder, 'wider_{}_val.mat'.format(subset)),
+                 {'event_list': event_list, 'file_list': file_list,
+                  'gt_list': per_image(lambda f, s=subset: subset_indices(f, s, size))})
+
+
 def write_split(out, split, count, size, seed, pool=None, scenes=tuple(SCENES), clutter='full'):
-    """Render and write one split; returns the number of faces written."""
+    """Render and write one split (and the val split's evaluation ground truth); returns the faces written."""
     jobs = [(out, split, i, count, size, seed, tuple(scenes), clutter) for i in range(count)]
     entries = list(pool.imap(_make_one, jobs, chunksize=4) if pool else map(_make_one, jobs))
     split_dir = os.path.join(out, 'wider_face_split')
     os.makedirs(split_dir, exist_ok=True)
     with open(os.path.join(split_dir, 'wider_face_{}_bbx_gt.txt'.format(split)), 'w') as f:
         f.write(annotation_text(entries))
+    if split == 'val':
+        write_ground_truth(out, entries, size)
     return sum(len(faces) for _, faces in entries)
 
 

@@ -16,26 +16,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ppdet.core.cli import ArgsParser, run_cli  # noqa: E402
+from ppdet.utils.logs import quiet_libraries  # noqa: E402
+quiet_libraries()  # before paddle is imported (glog reads its level then)
+
+from ppdet.core.cli import ArgsParser, checked_tokens, run_cli  # noqa: E402
 from ppdet.core.workspace import ConfigError  # noqa: E402
 from ppdet.slim.nas.config import load_search_config  # noqa: E402
 from ppdet.slim.nas.latency import sample_candidates  # noqa: E402
-
-
-def parse_tokens(text):
-    try:
-        return [int(t) for t in text.split(',')]
-    except ValueError:
-        raise ConfigError('--tokens {!r}: write the tokens as comma-separated integers, e.g. 2,1,3,8,2,1,2,1,0'
-                          .format(text)) from None
-
-
-def checked_tokens(setup, text, option='--tokens'):
-    """``text`` as tokens of the config's search space, or a one-line ConfigError naming the option."""
-    try:
-        return setup.space.check_tokens(parse_tokens(text))
-    except ValueError as e:
-        raise ConfigError('{} {}: {}'.format(option, text, e)) from None
 
 
 def space_quantile(setup, quantile, samples):

@@ -17,6 +17,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ppdet.utils.logs import quiet_libraries  # noqa: E402
+quiet_libraries()  # before paddle is imported (glog reads its level then)
+
 from paddleslim.common import SAController  # noqa: E402
 
 from ppdet.core.cli import ArgsParser, run_cli  # noqa: E402
@@ -30,14 +33,16 @@ def stand_in_reward(tokens):
     return (zlib.crc32(str(tokens).encode()) % 10000) / 10000.0
 
 
-def _controller(cls, space, cfg):
+def _controller(cls, space, cfg, **kwargs):
     ranges = space.range_table()
     return cls(([0] * len(ranges), ranges), cfg.get('reduce_rate', 0.85), cfg.get('init_temperature'),
-               max_try_times=50000, init_tokens=space.init_tokens())
+               max_try_times=50000, init_tokens=space.init_tokens(), **kwargs)
 
 
-def original_loop(setup, pricer, steps):
-    """The original: every sampled candidate uses a step; an unpriced one is where it would have crashed."""
+def original_loop(setup, pricer, steps, seed):
+    """The original: every sampled candidate uses a step; an unpriced one is where it would have crashed.
+    PaddleSlim's controller draws from numpy's global generator, seeded here as the original's driver left it."""
+    np.random.seed(seed)
     controller = _controller(SAController, pricer.space, setup.cfg)
     counts = {'trained': 0, 'skipped': 0, 'unpriced': 0}
     first_crash = exited = None
@@ -59,9 +64,10 @@ def original_loop(setup, pricer, steps):
     return dict(counts, first_crash_step=first_crash, controller_exited_at_step=exited)
 
 
-def our_loop(setup, pricer, steps):
-    """Ours: skips cost no step; exactly ``steps`` candidates are trained, all priced and inside the bounds."""
-    controller = _controller(AnnealingController, pricer.space, setup.cfg)
+def our_loop(setup, pricer, steps, seed):
+    """Ours: skips cost no step; exactly ``steps`` candidates are trained, all priced and inside the bounds; the
+    controller draws from its own generator."""
+    controller = _controller(AnnealingController, pricer.space, setup.cfg, seed=seed)
     counts = {'trained': 0, 'skipped': 0, 'unpriced': 0}
     while counts['trained'] < steps:
         tokens = controller.next_tokens()
@@ -86,8 +92,7 @@ def main():
              ('original, 3x3 range edited by hand as its README says', original_loop, setup.pricer),
              ('ours', our_loop, setup.pricer)]
     for name, loop, pricer in loops:
-        np.random.seed(args.seed)
-        print(json.dumps(dict(loop=name, steps=args.steps, **loop(setup, pricer, args.steps))), flush=True)
+        print(json.dumps(dict(loop=name, steps=args.steps, **loop(setup, pricer, args.steps, args.seed))), flush=True)
 
 
 if __name__ == '__main__':

@@ -17,14 +17,16 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ppdet.core.cli import ArgsParser, run_cli  # noqa: E402
+from ppdet.utils.logs import quiet_libraries  # noqa: E402
+quiet_libraries()  # before paddle is imported (glog reads its level then)
+
+from ppdet.core.cli import ArgsParser, checked_tokens, run_cli  # noqa: E402
 from ppdet.core.workspace import ConfigError  # noqa: E402
 from ppdet.slim.nas.candidate import CandidateTrainer, select_device  # noqa: E402
 from ppdet.slim.nas.config import load_search_config  # noqa: E402
 from ppdet.slim.nas.inherit import Parent  # noqa: E402
 from ppdet.slim.nas.preflight import check_readers  # noqa: E402
 from ppdet.utils.logs import setup_logging  # noqa: E402
-from tools.price_arch import checked_tokens  # noqa: E402
 
 
 def main(argv=None):

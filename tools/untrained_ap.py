@@ -13,12 +13,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ppdet.core.cli import ArgsParser, run_cli  # noqa: E402
+from ppdet.utils.logs import quiet_libraries  # noqa: E402
+quiet_libraries()  # before paddle is imported (glog reads its level then)
+
+from ppdet.core.cli import ArgsParser, checked_tokens, run_cli  # noqa: E402
 from ppdet.core.workspace import ConfigError  # noqa: E402
 from ppdet.slim.nas.candidate import CandidateTrainer  # noqa: E402
 from ppdet.slim.nas.config import load_search_config  # noqa: E402
 from ppdet.slim.nas.files import History, row_tokens  # noqa: E402
-from tools.price_arch import checked_tokens  # noqa: E402
 
 
 def _history_candidates(setup, path):

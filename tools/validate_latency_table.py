@@ -26,16 +26,18 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ppdet.utils.logs import quiet_libraries  # noqa: E402
+quiet_libraries(static_graphs=True)  # before paddle is imported (glog reads its level then)
+
 import numpy as np  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from ppdet.core.cli import ArgsParser, run_cli  # noqa: E402
+from ppdet.core.cli import ArgsParser, add_timing_arguments, int_list, run_cli  # noqa: E402
 from ppdet.core.workspace import ConfigError  # noqa: E402
 from ppdet.slim.nas.constraint import CandidatePricer, LatencyTable, table_kernels, train_input_size  # noqa: E402
 from ppdet.slim.nas.latency import (CALIBRATION_NETWORKS, CALIBRATION_SEED, Timer, candidate_model,  # noqa: E402
                                     load_table_setup, sample_candidates, save_network, with_kernels)
-from tools.build_latency_table import add_timing_arguments, parse_kernels  # noqa: E402
 
 
 def table_timer(table, args):
@@ -145,7 +147,7 @@ def main(argv=None):
     table = LatencyTable.load(args.table)
     timer = table_timer(table, args)
     setup = load_table_setup(args.config, args.opt)
-    pricer = CandidatePricer(setup.cfg, with_kernels(setup.space, parse_kernels(args.kernels)), table=table)
+    pricer = CandidatePricer(setup.cfg, with_kernels(setup.space, int_list(args.kernels, '--kernels', '3,5')), table=table)
     report = args.report or os.path.splitext(args.table)[0] + '_validation.txt'
     candidates = sample_candidates(pricer.space, args.samples, args.seed)
     yardsticks = calibration_candidates(setup, table)

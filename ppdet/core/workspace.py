@@ -15,7 +15,7 @@ import warnings
 import yaml
 
 __all__ = ['ConfigError', 'AttrDict', 'Tagged', 'register', 'create', 'build', 'load_config', 'merge_config',
-           'global_config', 'check_top_level_keys', 'config_kwargs']
+           'check_top_level_keys', 'config_kwargs']
 
 
 class ConfigError(Exception):
@@ -48,7 +48,6 @@ class Tagged(dict):
 
 
 _REGISTRY = {}
-global_config = AttrDict()
 
 
 def _parameters(cls):
@@ -133,12 +132,12 @@ def build(value):
     return value
 
 
-def config_kwargs(name, config=None, **overrides):
-    """The arguments ``create`` would pass to ``name``: its section, shared top-level keys, then overrides.
+def config_kwargs(name, cfg, **overrides):
+    """The arguments ``create`` would pass to ``name``: its section of ``cfg``, shared top-level keys, then
+    overrides.
 
     Arguments the section omits are left out, so the constructor's defaults apply (as in PaddleDetection).
     """
-    cfg = global_config if config is None else config
     cls = registered(name)
     section = cfg.get(name) or {}
     if not isinstance(section, dict):
@@ -153,13 +152,14 @@ def config_kwargs(name, config=None, **overrides):
     return kwargs
 
 
-def create(name, config=None, **overrides):
-    """Build the registered class ``name`` from its top-level section.
+def create(name, cfg, **overrides):
+    """Build the registered class ``name`` from its top-level section of ``cfg``.
 
-    Keys listed in the class's ``__shared__`` are taken from the top level of the config (``num_classes``);
-    keys in ``__inject__`` hold the name of another registered class and are created the same way.
+    The config is always passed in (there is no process-wide one), so two configs loaded in one process never
+    share state. Keys listed in the class's ``__shared__`` are taken from the top level of the config
+    (``num_classes``); keys in ``__inject__`` hold the name of another registered class and are created the same
+    way.
     """
-    cfg = global_config if config is None else config
     cls = registered(name)
     kwargs = config_kwargs(name, cfg, **overrides)
     params = _parameters(cls)
@@ -171,14 +171,12 @@ def create(name, config=None, **overrides):
 
 
 def load_config(path):
-    """Read a YAML config into ``global_config`` (replacing what was there) and return it. A ``_BASE_: other.yml``
-    key (relative to the file, as in PaddleDetection 2.x) reads that config first and overlays this one on it:
+    """Read a YAML config into a new ``AttrDict`` (each call returns its own). A ``_BASE_: other.yml`` key
+    (relative to the file, as in PaddleDetection 2.x) reads that config first and overlays this one on it:
     sections merge key by key, anything else (a list, a tagged scheduler) is replaced."""
-    data = _read_config(path)
-    global_config.clear()
-    global_config.update(data)
-    global_config['filename'] = path
-    return global_config
+    cfg = AttrDict(_read_config(path))
+    cfg['filename'] = path
+    return cfg
 
 
 def _overlay(base, top):
@@ -215,9 +213,8 @@ def _read_config(path, including=()):
     return _overlay(_read_config(base, including + (path,)), data)
 
 
-def merge_config(overrides, config=None):
-    """Merge ``{'a.b.c': value}`` (from ``-o a.b.c=value``) or nested dicts into the config."""
-    cfg = global_config if config is None else config
+def merge_config(overrides, cfg):
+    """Merge ``{'a.b.c': value}`` (from ``-o a.b.c=value``) into ``cfg`` and return it."""
     for dotted, value in (overrides or {}).items():
         keys = dotted.split('.')
         node = cfg

@@ -12,15 +12,16 @@
 Samples are decoded and augmented by ``paddle.io.DataLoader`` worker processes (``worker_num`` of them when
 ``use_process`` is true, capped at the CPU count); ``memsize`` is accepted and ignored, since the DataLoader sizes
 the shared memory it moves batches through. The workers end within a second or so of the process that iterates
-them, however it dies (``ppdet.utils.processes``). Every sample's random numbers are seeded from (seed, epoch,
-index), so a run gives the same batches whatever the number of workers. Unreadable samples are skipped with a
+them, however it dies (``ppdet.utils.processes``). Every sample's transforms draw from a generator of its own, seeded
+from (seed, epoch, index), so a run gives the same batches whatever the number of workers, and numpy's and Python's
+global generators are neither read nor reseeded (what else draws from them, the search's proposals included, does
+not depend on the data). Unreadable samples are skipped with a
 warning and counted; one summary line is logged per epoch. Images annotated without faces pass with ``gt_num`` 0;
 with ``drop_empty`` (the default) an image whose every face was lost to augmentation is dropped, as in the original.
 Batch arrays view the memory the DataLoader passed them in (no copy); they are writable and the batch's own.
 """
 import logging
 import os
-import random
 from collections import Counter
 
 import numpy as np
@@ -129,11 +130,14 @@ def _worker_count(cfg, override, section):
     return max(0, min(wanted, cpus))
 
 
-def _seed_sample(seed, epoch, index):
-    """Seed numpy's and Python's generators for one sample, so its augmentation does not depend on the worker."""
-    a, b = np.random.SeedSequence([seed, epoch, index]).generate_state(2)
-    np.random.seed(int(a))
-    random.seed(int(b))
+# The samples' generators have a spawn key of their own: SeedSequence pads entropy with zeros, so [seed, epoch]
+# (the epoch's shuffle) and [seed, epoch, 0] (its first image) would otherwise be one stream.
+SAMPLE_STREAM = 1
+
+
+def _sample_rng(seed, epoch, index):
+    """One sample's generator, so its augmentation depends neither on the worker nor on anything else drawn."""
+    return np.random.default_rng(np.random.SeedSequence([seed, epoch, index], spawn_key=(SAMPLE_STREAM,)))
 
 
 def _clean_boxes(boxes, classes):
@@ -169,12 +173,12 @@ class _Samples(paddle.io.Dataset):
 
     def __getitem__(self, key):
         epoch, index = key
-        _seed_sample(self.seed, epoch, index)
+        rng = _sample_rng(self.seed, epoch, index)
         record = self.records[index]
         sample = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in record.items()}
         try:
             for op in self.transforms:
-                sample = op(sample)
+                sample = op(sample, rng=rng)
         except SampleError as e:
             return {'epoch': epoch, 'skip': [str(e), record['im_file']]}
         out = self.finish(sample, record)

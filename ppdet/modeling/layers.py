@@ -137,12 +137,6 @@ def convs_of(units):
     return [u for u in units if isinstance(u, PlacedConv)]
 
 
-def place_block(block: BlockSpec, height, width):
-    """The block's convs in execution order (branch, then shortcut) and its output size."""
-    units, size = place_block_units(block, height, width)
-    return convs_of(units), size
-
-
 def conv_params(spec: ConvSpec) -> int:
     """Values a saved model holds for this conv: weights, plus BN's four vectors or the head's bias."""
     weights = spec.out_channels * (spec.in_channels // spec.groups) * spec.kernel * spec.kernel

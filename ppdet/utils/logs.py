@@ -3,9 +3,12 @@
 On every run Paddle prints glog INFO lines from its C++ core (``I1201 ... pir_interpreter``), a ccache notice from
 its extension builder, setuptools' "replacing distutils" notice and, in every training process, a batch-norm notice
 about its running statistics; and every optimizer built over the head's biases (which carry their own regularizer
-by design, as the original's did) logs an INFO notice. None of it is
-for users; Paddle's and glog's warnings and errors still get through. glog reads its level when paddle is
-imported, so ``quiet_libraries`` runs from ``ppdet/__init__.py``, before anything imports paddle.
+by design, as the original's did) logs an INFO notice; matplotlib logs "generated new fontManager" the first time
+it runs on a machine. None of it is for users; Paddle's and glog's warnings and errors still get through.
+
+These are process-wide settings, so the library never makes them: each entry point (``train_nas.py``, the tools,
+the benchmarks, the tests' conftest) calls ``quiet_libraries`` first, before anything imports paddle (glog reads
+its level then), and ``setup_logging`` in its main.
 """
 import logging
 import os
@@ -16,15 +19,24 @@ __all__ = ['quiet_libraries', 'setup_logging', 'LOG_FORMAT']
 LOG_FORMAT = '%(asctime)s-%(levelname)s: %(message)s'
 NOISY_WARNINGS = ('No ccache found', 'Setuptools is replacing distutils',
                   'When training, we now always track global mean and variance',
-                  'no variable in your model')  # saving a latency table's parameter-free op programs
+                  'no variable in your model',  # saving a latency table's parameter-free op programs
+                  "Tensor do not have 'place' interface for pir graph mode")  # Paddle's own code, in jit.save
 NOISY_RECORDS = ('If regularizer of a Parameter has been set',)
 
 
-def quiet_libraries():
-    """glog at WARNING and above (a user's own GLOG_minloglevel wins), and the two import notices ignored."""
-    os.environ.setdefault('GLOG_minloglevel', '1')
+def quiet_libraries(static_graphs=False):
+    """glog at WARNING and above (a user's own GLOG_minloglevel wins), the import notices ignored, matplotlib's
+    font-cache notice dropped.
+
+    ``static_graphs``: for the tools that build static programs (latency tables, export). Paddle 3.3 warns
+    "static graph(PIR) not support input out tensor" the first time a static program adds two tensors, for its
+    own ``paddle.add`` (``out=None``); the line is a glog WARNING, so only glog at ERROR keeps it out. Errors still
+    show.
+    """
+    os.environ.setdefault('GLOG_minloglevel', '2' if static_graphs else '1')
     for text in NOISY_WARNINGS:
         warnings.filterwarnings('ignore', message=text)
+    logging.getLogger('matplotlib').setLevel(logging.WARNING)
 
 
 class _DropLibraryNotices(logging.Filter):
@@ -44,7 +56,6 @@ def setup_logging(level=logging.INFO, prefix=''):
     logging.captureWarnings(True)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_DropLibraryNotices())
-    logging.getLogger('matplotlib').setLevel(logging.WARNING)  # its font cache INFO line on a first run
     # PaddleSlim's loggers have their own handlers and levels: its controller's INFO line per reward repeats the
     # search's own line per candidate, so only its warnings are kept
     for name, logger in list(logging.root.manager.loggerDict.items()):

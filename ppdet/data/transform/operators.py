@@ -5,11 +5,12 @@ DecodeImage adds 'image' (HWC uint8), 'h', 'w', 'im_shape' and 'im_info'. From N
 normalised to [0, 1] of the current image, which is what the geometric ops below expect, as in the original.
 Permute makes the image CHW and NormalizeImage float32.
 
-Argument names and defaults are the original's. Randomness comes from numpy's and Python's global generators, as
-in the original; the reader seeds both per sample, so a run is reproducible whatever the number of workers.
+Argument names and defaults are the original's. The original drew from numpy's and Python's global generators; here
+every random op draws from the generator it is handed (``op(sample, rng=...)``): the reader makes one per sample
+from (seed, epoch, index), so a run is reproducible whatever the number of workers, and nothing else in the process
+(the search's controller above all) shares or disturbs its random numbers.
 """
 import math
-import random
 
 import cv2
 import numpy as np
@@ -30,12 +31,14 @@ def _require(ok, message):
 
 
 class BaseOperator:
-    """Accepts the original's ``(sample, context)`` call as well as ``op(sample)``."""
+    """``op(sample, rng=generator)``, the original's ``(sample, context)`` call, or ``op(sample)``. ``rng`` is the
+    sample's own ``numpy.random.Generator``; without one a random op draws from a fresh unseeded generator, never
+    from a process-wide one."""
 
-    def __call__(self, sample, context=None):
-        return self.apply(sample)
+    def __call__(self, sample, context=None, rng=None):
+        return self.apply(sample, np.random.default_rng() if rng is None else rng)
 
-    def apply(self, sample):
+    def apply(self, sample, rng):
         raise NotImplementedError
 
     def __repr__(self):
@@ -60,7 +63,7 @@ class DecodeImage(BaseOperator):
         _require(not with_mixup, 'DecodeImage.with_mixup: mixup is not part of this port; remove the key')
         self.to_rgb = to_rgb
 
-    def apply(self, sample):
+    def apply(self, sample, rng):
         data = sample.get('image')
         if data is None:
             data = _read_bytes(sample['im_file'])
@@ -84,10 +87,16 @@ class NormalizeBox(BaseOperator):
     def __init__(self):
         pass
 
-    def apply(self, sample):
+    def apply(self, sample, rng):
         scale = np.array([sample['w'], sample['h']] * 2, np.float32)
         sample['gt_bbox'] = (sample['gt_bbox'] / scale).astype(np.float32)
         return sample
+
+
+def _uniform(rng, low, high):
+    """A uniform draw between ``low`` and ``high`` in either order, as the original's ``np.random.uniform`` and
+    ``random.uniform`` allowed (``Generator.uniform`` refuses ``high < low``)."""
+    return low + (high - low) * rng.random()
 
 
 def _as_uint8(im):
@@ -121,24 +130,24 @@ class RandomDistort(BaseOperator):
         self.count = count
         self.is_order = is_order
 
-    def _draw(self, name):
+    def _draw(self, name, rng):
         """The factor to apply, or None when this distortion is skipped (the original draws both numbers)."""
         lower, upper, prob = self.ranges[name]
-        delta = np.random.uniform(lower, upper)
-        return delta if np.random.uniform(0, 1) < prob else None
+        delta = _uniform(rng, lower, upper)
+        return delta if rng.random() < prob else None
 
-    def _order(self):
+    def _order(self, rng):
         names = ['brightness', 'contrast', 'saturation', 'hue']
         if not self.is_order:
-            return random.sample(names, self.count)
-        if np.random.uniform(0, 1) < 0.5:
+            return [names[i] for i in rng.permutation(len(names))[:self.count]]
+        if rng.random() < 0.5:
             names = ['brightness', 'saturation', 'hue', 'contrast']
         return names[:self.count]
 
-    def apply(self, sample):
+    def apply(self, sample, rng):
         im = _as_uint8(sample['image'])
-        for name in self._order():
-            delta = self._draw(name)
+        for name in self._order(rng):
+            delta = self._draw(name, rng)
             if delta is not None:
                 im = getattr(self, '_' + name)(im, delta)
         sample['image'] = im
@@ -184,15 +193,15 @@ class ExpandImage(BaseOperator):
         self.prob = prob
         self.mean = mean
 
-    def apply(self, sample):
-        if np.random.uniform(0, 1) >= self.prob or self.max_ratio - 1 < 0.01:
+    def apply(self, sample, rng):
+        if rng.random() >= self.prob or self.max_ratio - 1 < 0.01:
             return sample
         im = sample['image']
         h, w = im.shape[:2]
-        ratio = np.random.uniform(1, self.max_ratio)
+        ratio = _uniform(rng, 1, self.max_ratio)
         height, width = int(h * ratio), int(w * ratio)
-        y0 = math.floor(np.random.uniform(0, height - h))
-        x0 = math.floor(np.random.uniform(0, width - w))
+        y0 = math.floor(_uniform(rng, 0, height - h))
+        x0 = math.floor(_uniform(rng, 0, width - w))
         fill = [float(v) for v in np.asarray(self.mean, np.float64).astype(im.dtype)]  # 127.5 -> 127 in uint8
         canvas = cv2.copyMakeBorder(im, y0, height - h - y0, x0, width - w - x0, cv2.BORDER_CONSTANT, value=fill)
         size, offset = np.array([w, h] * 2), np.array([x0, y0] * 2)
@@ -226,8 +235,8 @@ class RandomInterpImage(BaseOperator):
             scale = self.max_size / max(h, w)
         return int(round(h * scale)), int(round(w * scale))
 
-    def apply(self, sample):
-        interp = random.choice(self.INTERPS)
+    def apply(self, sample, rng):
+        interp = self.INTERPS[int(rng.integers(len(self.INTERPS)))]
         im = sample['image']
         height, width = self._size(*im.shape[:2])
         sample.update(image=cv2.resize(im, (width, height), interpolation=interp), h=height, w=width)
@@ -243,8 +252,8 @@ class RandomFlipImage(BaseOperator):
         self.prob = prob
         self.is_normalized = is_normalized
 
-    def apply(self, sample):
-        if np.random.uniform(0, 1) >= self.prob:
+    def apply(self, sample, rng):
+        if rng.random() >= self.prob:
             return sample
         im = sample['image']
         sample['image'] = cv2.flip(im, 1)
@@ -264,7 +273,7 @@ class Permute(BaseOperator):
         self.to_bgr = to_bgr
         self.channel_first = channel_first
 
-    def apply(self, sample):
+    def apply(self, sample, rng):
         im = sample['image']
         if self.to_bgr:
             im = cv2.cvtColor(im, cv2.COLOR_RGB2BGR)
@@ -286,7 +295,7 @@ class NormalizeImage(BaseOperator):
         self.inv_std = (1. / np.array(std, np.float64)).astype(np.float32).reshape(shape)
         self.is_scale = is_scale
 
-    def apply(self, sample):
+    def apply(self, sample, rng):
         im = sample['image'].astype(np.float32)
         if self.is_scale:
             im *= np.float32(1. / 255.)
@@ -342,17 +351,17 @@ def _boxes_in_region(region, boxes):
     return moved[keep], keep
 
 
-def _square_region(sampler, width, height):
+def _square_region(sampler, width, height, rng):
     """A random crop whose pixel shape is square (the original's generate_sample_bbox_square)."""
-    scale = np.random.uniform(sampler[2], sampler[3])
-    aspect = np.random.uniform(sampler[4], sampler[5])
+    scale = _uniform(rng, sampler[2], sampler[3])
+    aspect = _uniform(rng, sampler[4], sampler[5])
     aspect = min(max(aspect, scale ** 2), 1 / scale ** 2)
     bw, bh = scale * aspect ** 0.5, scale / aspect ** 0.5
     if height < width:
         bw = bh * height / width
     else:
         bh = bw * width / height
-    x0, y0 = np.random.uniform(0, 1 - bw), np.random.uniform(0, 1 - bh)
+    x0, y0 = _uniform(rng, 0, 1 - bw), _uniform(rng, 0, 1 - bh)
     return [x0, y0, x0 + bw, y0 + bh]
 
 
@@ -366,25 +375,25 @@ def _anchor_scale(area, scales):
     return len(scales) - 2 if area > scales[-2] ** 2 else index
 
 
-def _offset(start, extent, size):
+def _offset(start, extent, size, rng):
     """Random crop origin along one axis so that a face at [start, start + extent] stays in a crop of ``size``."""
     if extent <= size:
-        return np.random.uniform(start + extent - size, start)
-    return np.random.uniform(start, start + extent - size)
+        return _uniform(rng, start + extent - size, start)
+    return _uniform(rng, start, start + extent - size)
 
 
-def _anchor_region(boxes, width, height, scales, target_size):
+def _anchor_region(boxes, width, height, scales, target_size, rng):
     """A square crop that resizes one random face to a random anchor scale (the original's data_anchor_sampling)."""
-    x1, y1, x2, y2 = boxes[np.random.randint(0, len(boxes))]
+    x1, y1, x2, y2 = boxes[int(rng.integers(len(boxes)))]
     fw, fh = (x2 - x1) * width, (y2 - y1) * height
     top = _anchor_scale(fw * fh, scales)
-    pick = np.random.randint(0, top + 1) if top else 0
+    pick = int(rng.integers(top + 1)) if top else 0
     high = 2. * scales[pick] if pick != top else min(2. * scales[pick], 2 * math.sqrt(fw * fh))
-    size = fw * target_size / random.uniform(scales[pick] / 2., high)
+    size = fw * target_size / _uniform(rng, scales[pick] / 2., high)
     if size < max(height, width):
-        x0, y0 = _offset(x1 * width, fw, size), _offset(y1 * height, fh, size)
+        x0, y0 = _offset(x1 * width, fw, size, rng), _offset(y1 * height, fh, size, rng)
     else:
-        x0, y0 = np.random.uniform(width - size, 0.), np.random.uniform(height - size, 0.)
+        x0, y0 = _uniform(rng, width - size, 0.), _uniform(rng, height - size, 0.)
     x0, y0 = math.floor(x0), math.floor(y0)
     return [x0 / width, y0 / height, (x0 + size) / width, (y0 + size) / height]
 
@@ -454,18 +463,18 @@ class CropImageWithDataAchorSampling(BaseOperator):
         wh = (boxes[:, 2:] - boxes[:, :2]) * self.target_size
         return wh[:, 0] * wh[:, 1] >= self.min_size * self.min_size
 
-    def apply(self, sample):
+    def apply(self, sample, rng):
         boxes = sample['gt_bbox'].astype(np.float64)
         height, width = sample['image'].shape[:2]
-        use_anchor = np.random.uniform(0., 1.) > self.sampling_prob
+        use_anchor = rng.random() > self.sampling_prob
         if use_anchor:
-            propose = (lambda s: _anchor_region(boxes, width, height, self.das_anchor_scales, self.target_size)
+            propose = (lambda s: _anchor_region(boxes, width, height, self.das_anchor_scales, self.target_size, rng)
                        if len(boxes) else None)
             regions = self._regions(self.anchor_sampler, propose, boxes)
         else:
-            regions = self._regions(self.batch_sampler, lambda s: _square_region(s, width, height), boxes)
+            regions = self._regions(self.batch_sampler, lambda s: _square_region(s, width, height, rng), boxes)
         while regions:
-            region = regions.pop(int(np.random.uniform(0, len(regions))))
+            region = regions.pop(int(_uniform(rng, 0, len(regions))))
             if not use_anchor:
                 region = list(np.clip(region, 0., 1.))
             if self._crop(sample, region, boxes, resize=use_anchor):

@@ -9,6 +9,8 @@ import ppdet.optimizer  # noqa: F401  (registers LearningRate, OptimizerBuilder 
 import search_space  # noqa: F401  (registers BlazeFaceNasSpace in PaddleSlim)
 from ppdet.core.workspace import ConfigError, check_top_level_keys, create, load_config, merge_config
 from ppdet.slim.nas.constraint import CandidatePricer, Constraint, load_constraint_table, table_kernels
+from ppdet.slim.nas.controller import lease_seconds
+from ppdet.slim.nas.strategies import STRATEGIES
 from search_space import search_space_name
 
 __all__ = ['SearchSetup', 'load_search_config', 'SEARCH_KEYS']
@@ -17,7 +19,11 @@ __all__ = ['SearchSetup', 'load_search_config', 'SEARCH_KEYS']
 SEARCH_KEYS = ('architecture', 'max_iters', 'use_gpu', 'log_smooth_window', 'log_iter', 'metric', 'save_dir',
                'num_classes', 'reduce_rate', 'init_temperature', 'is_server', 'search_steps', 'server_ip',
                'server_port', 'search_space', 'TrainReader', 'EvalReader', 'max_consecutive_skips', 'seed',
-               'max_client_wait', 'controller_wait', 'workers', 'inherit_weights', 'rerank_top_k', 'rerank_seeds')
+               'max_client_wait', 'controller_wait', 'workers', 'inherit_weights', 'rerank_top_k', 'rerank_seeds',
+               'strategy', 'storage', 'study_name', 'population_size', 'tournament_size', 'tpe_startup_trials',
+               'heartbeat_interval', 'heartbeat_grace', 'client_lease')
+# Whole numbers >= 1 (strategy settings; see strategies/study.py for their defaults).
+POSITIVE_KEYS = ('population_size', 'tournament_size', 'tpe_startup_trials', 'heartbeat_interval', 'heartbeat_grace')
 
 
 @dataclass
@@ -32,8 +38,7 @@ class SearchSetup:
 
 def load_search_config(path, overrides=None):
     """Everything a search or a pricing tool needs, with config mistakes raised before anything runs."""
-    cfg = load_config(path)
-    merge_config(overrides or {})
+    cfg = merge_config(overrides or {}, load_config(path))
     check_top_level_keys(cfg, SEARCH_KEYS)
     for key, only in (('architecture', 'BlazeFace'), ('metric', 'WIDERFACE')):
         if cfg.get(key, only) != only:
@@ -46,11 +51,13 @@ def load_search_config(path, overrides=None):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError('{}: {} is {!r}; it must be a whole number >= 0 (rerank_top_k 0 turns re-ranking '
                               'off)'.format(path, key, value))
+    _check_strategy_keys(path, cfg)
+    lease_seconds(cfg.get('client_lease'), '{}: '.format(path))
     if not isinstance(cfg.get('inherit_weights', False), bool):
         raise ConfigError('{}: inherit_weights is {!r}; write true or false'.format(path, cfg['inherit_weights']))
     if 'Constraint' not in cfg:
         raise ConfigError('{}: no Constraint section; add one with ctype flops or latency'.format(path))
-    constraint = create('Constraint')
+    constraint = create('Constraint', cfg)
     table = load_constraint_table(constraint, cfg.get('filename'))
     prices_5x5 = table is not None and 5 in table_kernels(table.entries)
     requested = cfg.get('search_space', 'BlazeFaceNasSpace')
@@ -66,6 +73,26 @@ def load_search_config(path, overrides=None):
     pricer = CandidatePricer(cfg, space, constraint, table)
     note = _why_3x3(cfg, requested, name, table) if name != requested else None
     return SearchSetup(cfg, constraint, name, space, pricer, note)
+
+
+def _check_strategy_keys(path, cfg):
+    strategy = cfg.get('strategy', 'sanas')
+    if strategy not in STRATEGIES:
+        raise ConfigError('{}: strategy is {!r}; use one of {}'.format(path, strategy, ', '.join(STRATEGIES)))
+    for key in POSITIVE_KEYS:
+        value = cfg.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError('{}: {} is {!r}; it must be a whole number >= 1'.format(path, key, value))
+    if cfg.get('heartbeat_grace', 60) <= cfg.get('heartbeat_interval', 10):
+        raise ConfigError('{}: heartbeat_grace ({}) must exceed heartbeat_interval ({}), or every worker looks '
+                          'dead'.format(path, cfg.get('heartbeat_grace', 60), cfg.get('heartbeat_interval', 10)))
+    for key in ('storage', 'study_name'):
+        if key in cfg and not (isinstance(cfg[key], str) and cfg[key]):
+            raise ConfigError('{}: {} is {!r}; give a non-empty string{}'.format(
+                path, key, cfg[key], ' (e.g. postgresql://user:password@host/db)' if key == 'storage' else ''))
+    if 'storage' in cfg and strategy == 'sanas':
+        raise ConfigError('{}: storage is set but strategy is sanas, whose record is its controller; choose a '
+                          'strategy of {} to search on a storage'.format(path, ', '.join(STRATEGIES[1:])))
 
 
 def _why_3x3(cfg, requested, name, table):

@@ -141,6 +141,15 @@ class LatencyTable:
         return sum(self.entries[k] for k in keys), []
 
 
+def _check_bound(key, bound, ctype):
+    """A bound is a plain number (or absent): ``20ms`` or ``"20000"`` would load, then fail on the first comparison
+    mid-search, after the controller started."""
+    if bound is None or (isinstance(bound, (int, float)) and not isinstance(bound, bool)):
+        return
+    unit = 'microseconds, e.g. 20000 for 20 ms' if ctype == 'latency' else 'FLOPs, e.g. 250000000'
+    raise ConfigError('Constraint.{} is {!r}; write a plain number in {}'.format(key, bound, unit))
+
+
 @register
 class Constraint:
     """The search's limit: ``ctype`` flops or latency (us, from ``table_file``), inclusive [min, max]."""
@@ -151,6 +160,8 @@ class Constraint:
         if ctype == 'latency' and not table_file:
             raise ConfigError('Constraint.ctype is latency but Constraint.table_file is not set; point it at a '
                               'latency table')
+        for key, bound in (('max_constraint', max_constraint), ('min_constraint', min_constraint)):
+            _check_bound(key, bound, ctype)
         if None not in (min_constraint, max_constraint) and min_constraint > max_constraint:
             raise ConfigError('Constraint.min_constraint ({}) is above Constraint.max_constraint ({})'.format(
                 min_constraint, max_constraint))

@@ -17,7 +17,13 @@ What SANAS (``paddleslim.nas.SANAS``) composes, composed here with the defaults 
   ``search_steps`` and no candidate is counted twice; the host can release the candidates of clients it knows
   are dead (``release_clients``: a local worker that died, or every worker of a search resumed with -r);
 - when every neighbour of the current tokens has been tried, sampling restarts from a random point instead of
-  PaddleSlim's silent ``sys.exit()``.
+  PaddleSlim's silent ``sys.exit()``;
+- the annealing draws from a generator of its own (its proposals and PaddleSlim's acceptance draw), seeded from the
+  config's ``seed`` and kept in the checkpoint, so ``-r`` continues the same stream; PaddleSlim draws from numpy's
+  global generator, which the data pipeline used to reseed for every sample, so every step replayed one list of
+  edits;
+- a client holding candidates that stays silent longer than a lease (``client_lease``, see ClientLease) has its
+  candidates handed out again, so a remote client that died costs the host minutes rather than ``max_client_wait``.
 The wire protocol is PaddleSlim's: ``next_tokens``, ``current_info``, ``key<TAB>tokens<TAB>reward<TAB>iter<TAB>client``.
 """
 import ast
@@ -38,16 +44,25 @@ from paddleslim.common import ControllerServer, SAController
 
 from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.files import SaveError, atomic_write, line_of
+from ppdet.slim.nas.tokens import Tokens
 
-__all__ = ['SearchController', 'ControllerGone', 'CHECKPOINT_NAME', 'resolve_server_ip', 'DEFAULT_CONTROLLER_WAIT']
+__all__ = ['SearchController', 'ControllerGone', 'CHECKPOINT_NAME', 'resolve_server_ip', 'DEFAULT_CONTROLLER_WAIT',
+           'lease_seconds']
 
 logger = logging.getLogger(__name__)
+SA_LOGGER = logging.getLogger('paddleslim.common.sa_controller')  # PaddleSlim's "Controller - iter" lines
 CHECKPOINT_NAME = 'sanas.checkpoints'
 LOOPBACK = '127.0.0.1'
 MAX_MESSAGE = 65536
 DEFAULT_CONTROLLER_WAIT = 300  # seconds a client waits for a controller that stopped answering
 FIRST_RETRY = 0.5  # seconds; until the controller first answers, it is polled at this pace (a host may live seconds)
 MAX_BACKOFF = 5.0  # seconds between attempts at most, after it stopped answering
+# The controller's generator has a spawn key of its own, so that no seed of the reader's (which uses 1) gives it the
+# stream of a sample or of an epoch's shuffle.
+CONTROLLER_STREAM = 2
+LEASE_FLOOR = 600.0  # seconds: the shortest default lease, also before any training finished
+LEASE_TRAININGS = 3  # the default lease is this many times the longest training so far
+RUNTIME = ('_checkpoints', '_constrain_func', '_rng', '_lease')  # attributes not written to the checkpoint as such
 
 
 class ControllerGone(RuntimeError):
@@ -59,23 +74,100 @@ def resolve_server_ip(server_ip):
     return server_ip or LOOPBACK
 
 
-def token_text(tokens):
-    """Tokens as the wire protocol writes them (``2,1,3``): the key of a candidate in flight."""
-    return ','.join(str(int(t)) for t in tokens)
+def _pcg64_state(state):
+    """Whether ``state`` is a PCG64 state as the checkpoint writes it (numpy's setter accepts more, and bends it)."""
+    def word(value, bits):
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** bits
+
+    inner = state.get('state') if isinstance(state, dict) else None
+    return (isinstance(inner, dict) and state.get('bit_generator') == 'PCG64' and word(inner.get('state'), 128) and
+            word(inner.get('inc'), 128) and state.get('has_uint32') in (0, 1) and word(state.get('uinteger'), 32))
+
+
+def _generator(seed, state=None):
+    """The controller's own generator: a new stream of ``seed``, or the checkpoint's ``state`` continued."""
+    if state is None:
+        return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(CONTROLLER_STREAM,))))
+    bit_generator = np.random.PCG64()
+    bit_generator.state = state
+    return np.random.Generator(bit_generator)
+
+
+class ClientLease:
+    """How long a client holding candidates may stay silent before they are handed out again.
+
+    A client speaks with every request that names it (asking for tokens, sending a reward) and, through the
+    candidate it holds, with a skip. While it trains it says nothing, so the lease must outlast a training:
+    ``client_lease`` seconds when the config sets it; else 3x the longest training seen so far (hand-out to reward,
+    on any client; kept in the checkpoint), and at least 600 s, also before any training finished. So a machine a
+    little slower than the fastest is not taken for dead, and a remote client that died costs the host minutes
+    rather than ``max_client_wait``. A client mistaken for dead (trainings over 10 minutes, the first of them still
+    running, and another client asking for tokens: set ``client_lease`` above a training's time there) costs a
+    training, never a count: its reward and the other's count once. The host's own client is never released by
+    lease, and clients restored in flight by -r get a whole lease from the restart.
+    """
+
+    def __init__(self, seconds=None, longest=0.0, host=None):
+        self.seconds, self.longest, self.host = seconds, float(longest), host
+        self._since = time.monotonic()
+        self._heard = {}  # client -> when it last spoke
+        self._handed = {}  # token text -> when it was handed out
+
+    def length(self):
+        return self.seconds if self.seconds is not None else max(LEASE_FLOOR, LEASE_TRAININGS * self.longest)
+
+    def describe(self):
+        if self.seconds is not None:
+            return 'client_lease {:g}s'.format(self.seconds)
+        return '{:.0f}s: {}x the longest training so far, at least {:.0f}s; client_lease sets it'.format(
+            self.length(), LEASE_TRAININGS, LEASE_FLOOR)
+
+    def heard(self, client):
+        self._heard[client] = time.monotonic()
+
+    def handed_out(self, text, client):
+        self._handed[text] = time.monotonic()
+        self.heard(client)
+
+    def landed(self, text, rewarded):
+        """Candidate ``text`` is out of flight; if ``rewarded``, the time since it was handed out was a training."""
+        started = self._handed.pop(text, None)
+        if rewarded and started is not None:
+            self.longest = max(self.longest, time.monotonic() - started)
+
+    def silent(self, in_flight):
+        """{client: seconds since it spoke} for the clients holding candidates of ``in_flight`` past the lease."""
+        now, limit = time.monotonic(), self.length()
+        silence = {c: now - self._heard.get(c, self._since) for c in set(in_flight.values()) - {self.host}}
+        return {c: seconds for c, seconds in sorted(silence.items()) if seconds > limit}
 
 
 class AnnealingController(SAController):
-    """SAController with atomic checkpoints of everything a restarted host needs, candidates in flight included,
-    and a random restart when the neighbourhood is exhausted."""
+    """SAController with atomic checkpoints of everything a restarted host needs, candidates in flight and the
+    generator's state included, a random restart when the neighbourhood is exhausted, and a generator of its own
+    (``seed``, or ``rng_state`` from a checkpoint) for every draw."""
 
-    def __init__(self, *args, in_flight=None, to_tell=None, lost=None, **kwargs):
+    def __init__(self, *args, in_flight=None, to_tell=None, lost=None, seed=0, rng_state=None, lease=None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self._in_flight = dict(in_flight or {})  # token text -> the client training it
         self._to_tell = dict(to_tell or {})  # clients that asked for tokens and were not yet told 'done' -> 1
         self._lost = [list(t) for t in lost or []]  # released candidates, handed out again before new ones
+        self._rng = _generator(seed, rng_state)
+        self._lease = lease or ClientLease()
+
+    @property
+    def lease(self):
+        return self._lease
+
+    @property
+    def rng_state(self):
+        """The generator's state (JSON-able): a controller built with it proposes what this one would next."""
+        return self._rng.bit_generator.state
 
     def _save_checkpoint(self, output_dir):
-        scene = {k: v for k, v in self.__dict__.items() if k not in ('_checkpoints', '_constrain_func')}
+        scene = {k: v for k, v in self.__dict__.items() if k not in RUNTIME}
+        scene.update(_rng=self.rng_state, _longest_training=self._lease.longest)
         atomic_write(os.path.join(output_dir, CHECKPOINT_NAME), json.dumps(scene, indent=1))  # a line per entry
 
     def _persist(self):
@@ -95,27 +187,44 @@ class AnnealingController(SAController):
         longer in flight (before the search is judged complete, else the host would wait for it forever) and
         is queued to be handed out again, so the sampled candidate is still trained, once."""
         lost = [text for text, owner in self._in_flight.items() if owner == client]
-        for text in lost:
+        for text in lost:  # its hand-out time stays: a late reward still measures a training
             del self._in_flight[text]
-            self._lost.append([int(t) for t in text.split(',')])
+            self._lost.append(list(Tokens.parse(text)))
         if lost:
             logger.info('controller: client %s %s, so %s was lost with its process; it will be handed out again',
                         client, why, ' and '.join(lost))
             self._persist()
 
-    def forget(self, clients):
-        """``clients`` are known to be dead (no process holds their history): release their candidates and do not
-        wait to tell them the search is done (one that comes back asks again and is told then)."""
+    def forget(self, clients, why='is not running'):
+        """``clients`` are taken for dead (no process holds their history, or silent past the lease): release their
+        candidates and do not wait to tell them the search is done (one that comes back asks again and is told then)."""
         for client in clients:
-            self.release(client, 'is not running')
+            self.release(client, why)
             if self._to_tell.pop(client, None) is not None:
                 self._persist()
+
+    def heard(self, client):
+        """``client`` sent a request: it is alive, its lease starts again."""
+        self._lease.heard(client)
+
+    def heard_about(self, tokens):
+        """A request about ``tokens`` (a skip, which names no client) comes from the client holding them."""
+        owner = self._in_flight.get(Tokens(tokens).wire)
+        if owner is not None:
+            self.heard(owner)
+
+    def release_silent(self):
+        """Hand out again the candidates of clients silent longer than the lease (a remote client that died)."""
+        for client, seconds in self._lease.silent(self._in_flight).items():
+            self.forget([client], 'has been silent for {:.0f}s, longer than the lease ({})'.format(
+                seconds, self._lease.describe()))
 
     def hand_out(self, client):
         """Tokens for ``client`` (a lost candidate first, else new ones), in flight until rewarded or skipped,
         written down before they are sent."""
         tokens = self._lost.pop(0) if self._lost else self.next_tokens()
-        self._in_flight[token_text(tokens)] = client
+        self._in_flight[Tokens(tokens).wire] = client
+        self._lease.handed_out(Tokens(tokens).wire, client)
         self._to_tell[client] = 1
         self._persist()
         return tokens
@@ -130,7 +239,8 @@ class AnnealingController(SAController):
 
     def take_back(self, tokens):
         """A client priced the candidate out: it is not in flight any more (and stays sampled)."""
-        self._in_flight.pop(token_text(tokens), None)
+        self._in_flight.pop(Tokens(tokens).wire, None)
+        self._lease.landed(Tokens(tokens).wire, rewarded=False)
         self._drop_lost(tokens)
         self._persist()
 
@@ -144,13 +254,34 @@ class AnnealingController(SAController):
         The iteration is the number of rewards from all clients: the temperature decays with the whole search's
         progress, which PaddleSlim approximates with client_num x the client's own iteration.
         """
-        self._in_flight.pop(token_text(tokens), None)
+        self._in_flight.pop(Tokens(tokens).wire, None)
+        self._lease.landed(Tokens(tokens).wire, rewarded=True)
         self._drop_lost(tokens)
         if self._searched.get(str(tokens), -1) != -1:
             self._persist()
             return False
         self.update(tokens, reward, self._iter + 1, 1)  # saves the checkpoint
         return True
+
+    def update(self, tokens, reward, iter, client_num=1):
+        """PaddleSlim 2.6's ``SAController.update`` with one change: the acceptance draw comes from the controller's
+        own generator rather than numpy's global one. The arithmetic is PaddleSlim's (a draw only when the reward is
+        not higher), and so is the log line, through PaddleSlim's logger."""
+        iter = int(iter)
+        if iter > self._iter:
+            self._iter = iter
+        self._searched[str(tokens)] = reward
+        temperature = self._init_temperature * self._reduce_rate ** (client_num * self._iter)
+        if reward > self._reward or self._rng.random() <= math.exp((reward - self._reward) / temperature):
+            self._reward = reward
+            self._tokens = tokens
+        if reward > self._max_reward:
+            self._max_reward = reward
+            self._best_tokens = tokens
+        SA_LOGGER.info('Controller - iter: {}; best_reward: {}, best tokens: {}, current_reward: {}; current tokens: '
+                       '{}'.format(self._iter, self._max_reward, self._best_tokens, reward, tokens))
+        if self._checkpoints is not None:
+            self._save_checkpoint(self._checkpoints)
 
     def next_tokens(self, control_token=None):
         base = control_token or self._tokens
@@ -159,7 +290,7 @@ class AnnealingController(SAController):
             if tokens is not None:
                 self._current_tokens = tokens
                 return tokens
-            base = [int(np.random.randint(lo, hi)) for lo, hi in zip(*self._range_table)]
+            base = [int(self._rng.integers(lo, hi)) for lo, hi in zip(*self._range_table)]
         raise RuntimeError('the search space seems exhausted: no untried tokens found')
 
     def _mutate_unsearched(self, base, tries=2000):
@@ -167,8 +298,8 @@ class AnnealingController(SAController):
         low, high = self._range_table
         for _ in range(tries):
             tokens = list(base)
-            index = int(np.random.randint(len(low)))
-            tokens[index] = int(np.random.randint(low[index], high[index]))
+            index = int(self._rng.integers(len(low)))
+            tokens[index] = int(self._rng.integers(low[index], high[index]))
             if str(tokens) not in self._searched:
                 self._searched[str(tokens)] = -1
                 return tokens
@@ -217,6 +348,11 @@ class SafeControllerServer(ControllerServer):
                 self._controller.record(tokens, reward)
             self._controller.forget(clients)
 
+    def release_silent(self):
+        """Called from the host's own threads: candidates of clients silent past the lease go back to be handed out."""
+        with self._lock:
+            self._controller.release_silent()
+
     def clients_to_tell(self):
         """Clients that will ask again and should hear 'done' rather than find the server gone (kept across a
         restart of the host: a client between two candidates must not find the search ended without word)."""
@@ -249,11 +385,13 @@ class SafeControllerServer(ControllerServer):
             client = message.partition('\t')[2]
             if not client:
                 return 'error'
+            self._controller.heard(client)
             self._controller.release(client)
+            self._controller.release_silent()
             if self.finished():
                 self._controller.told_done(client)
                 return 'done'
-            return token_text(self._controller.hand_out(client))
+            return Tokens(self._controller.hand_out(client)).wire
         if message == 'current_info':
             return repr({'best_tokens': self._controller.best_tokens, 'best_reward': self._controller.max_reward,
                          'current_tokens': self._controller.current_tokens, 'rewarded': self._controller._iter,
@@ -262,6 +400,7 @@ class SafeControllerServer(ControllerServer):
             tokens = self._parse_tokens(message.split('\t', 1)[1])
             if tokens is None:
                 return 'error'
+            self._controller.heard_about(tokens)
             self._controller.take_back(tokens)
             return 'ok'
         update = self._parse_update(message)
@@ -270,16 +409,15 @@ class SafeControllerServer(ControllerServer):
                 logger.warning('controller: ignored a malformed message (%d bytes)', len(message))
             return 'error'
         tokens, reward, _, client = update
-        self._client[client] = time.time()
+        self._controller.heard(client)
         self._controller.record(tokens, reward)
         return 'ok'
 
     def _parse_tokens(self, text):
         """``2,1,3,...`` -> tokens inside the range table, or None."""
         low, high = self._controller._range_table
-        try:
-            tokens = [int(t) for t in text.split(',')]
-        except ValueError:
+        tokens = _tokens(text)
+        if tokens is None:
             return None
         in_range = len(tokens) == len(high) and all(lo <= t < hi for t, lo, hi in zip(tokens, low, high))
         return tokens if in_range else None
@@ -388,17 +526,17 @@ class SafeControllerClient:
         reply = self._request('next_tokens\t' + self.client_name)
         if reply == 'done':
             return None
-        try:
-            return [int(t) for t in reply.split(',')]
-        except ValueError:
+        tokens = _tokens(reply)
+        if tokens is None:
             raise ControllerGone('controller at {}:{} sent no tokens (the search has ended?)'.format(
-                *self.address)) from None
+                *self.address))
+        return tokens
 
     def skip(self, tokens):
-        return self._request('skip\t' + ','.join(str(t) for t in tokens)) == 'ok'
+        return self._request('skip\t' + Tokens(tokens).wire) == 'ok'
 
     def update(self, tokens, reward, iteration):
-        message = '\t'.join([self.key, ','.join(map(str, tokens)), repr(float(reward)), str(int(iteration)),
+        message = '\t'.join([self.key, Tokens(tokens).wire, repr(float(reward)), str(int(iteration)),
                              self.client_name])
         return self._request(message) == 'ok'
 
@@ -411,6 +549,14 @@ def _literal(text):
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
+        return None
+
+
+def _tokens(text):
+    """Tokens (a list) from any of their spellings, or None."""
+    try:
+        return list(Tokens.parse(text))
+    except ValueError:
         return None
 
 
@@ -468,17 +614,21 @@ def _scene_problem(scene, ranges):
               ('_lost', not (isinstance(scene.get('_lost', []), list) and not any(bad_tokens(t) for t in
                                                                                 scene.get('_lost', []))),
                'a list of tokens within the range table')]
+    checks += [('_rng', '_rng' in scene and not _pcg64_state(scene['_rng']),
+                'the state of a PCG64 generator as the controller wrote it'),
+               ('_longest_training', '_longest_training' in scene and not (
+                   number(scene['_longest_training']) and scene['_longest_training'] >= 0), 'seconds >= 0')]
     for key, wrong, should in checks:
         if wrong:
             return '"{}"'.format(key), '{} is {!r}; it should be {}'.format(key, scene[key], should)
     for text, reward in scene['_searched'].items():
-        if bad_tokens(_literal(text)) or not number(reward):
+        if bad_tokens(_tokens(text)) or not number(reward):
             return json.dumps(text), '_searched entry {!r}: {!r} is not tokens and a reward'.format(text, reward)
     rewarded = sum(1 for r in scene['_searched'].values() if r != -1)
     if rewarded != scene['_iter']:
         return '"_iter"', '_iter is {} but {} candidates have rewards'.format(scene['_iter'], rewarded)
     for text, client in scene.get('_in_flight', {}).items():
-        if bad_tokens(_literal('[{}]'.format(text))) or not (isinstance(client, str) and client):
+        if bad_tokens(_tokens(text)) or not (isinstance(client, str) and client):
             return json.dumps(text), '_in_flight entry {!r}: {!r} is not tokens and a client'.format(text, client)
     return None
 
@@ -488,27 +638,29 @@ class SearchController:
 
     def __init__(self, space_name, space, server_ip='', server_port=8999, is_server=True, init_temperature=None,
                  reduce_rate=0.85, search_steps=300, save_dir='nas_checkpoint', load_checkpoint=None,
-                 client_name=None, controller_wait=DEFAULT_CONTROLLER_WAIT):
+                 client_name=None, controller_wait=DEFAULT_CONTROLLER_WAIT, client_lease=None, seed=0):
         """``client_name`` should stay the same when a killed client is resumed (its history file's name), so
         the controller can release the candidate it lost; ``controller_wait``: seconds a client (not the host)
-        waits for a controller that is not up or stopped answering."""
+        waits for a controller that is not up or stopped answering; ``client_lease``: see ClientLease (None: the
+        adaptive default); ``seed``: of the controller's generator in a new search (-r continues the saved one)."""
         self.server_ip = resolve_server_ip(server_ip)
         self.server_port = int(server_port)
         self.key = str([(space_name, None)])  # SANAS's key: clients of another space are ignored
         self.controller = None
         self.server = None
+        name = client_name or hashlib.md5(os.urandom(16)).hexdigest()
         if is_server:
-            self.controller = self._controller(space, init_temperature, reduce_rate, save_dir, load_checkpoint)
+            self.controller = self._controller(space, init_temperature, reduce_rate, save_dir, load_checkpoint,
+                                               _seed(seed), ClientLease(lease_seconds(client_lease), host=name))
             self.server = SafeControllerServer(self.controller, (self.server_ip, self.server_port), 100,
                                                search_steps, self.key)
             self._start_server()
-        name = client_name or hashlib.md5(os.urandom(16)).hexdigest()
         self.client = SafeControllerClient(self.server_ip, self.server_port, self.key, name,
                                            0 if is_server else _seconds('controller_wait', controller_wait))
         self.is_server = is_server
 
     @staticmethod
-    def _controller(space, init_temperature, reduce_rate, save_dir, load_checkpoint):
+    def _controller(space, init_temperature, reduce_rate, save_dir, load_checkpoint, seed, lease):
         ranges = space.range_table()
         state = dict(init_tokens=space.init_tokens(), reward=-1, max_reward=-1, iters=0, best_tokens=None,
                      searched=None)
@@ -516,13 +668,12 @@ class SearchController:
         if scene is not None:
             state = dict(init_tokens=scene['_tokens'], reward=scene['_reward'], max_reward=scene['_max_reward'],
                          iters=scene['_iter'], best_tokens=scene['_best_tokens'], searched=scene['_searched'],
-                         in_flight=scene.get('_in_flight'), to_tell=scene.get('_to_tell'), lost=scene.get('_lost'))
-            in_flight = scene.get('_in_flight') or {}
-            logger.info('controller restored from %s: %d rewarded, %d sampled in all, %d in flight%s', load_checkpoint,
-                        scene['_iter'], len(scene['_searched']), len(in_flight),
-                        ' (on {})'.format(', '.join(sorted(set(in_flight.values())))) if in_flight else '')
+                         in_flight=scene.get('_in_flight'), to_tell=scene.get('_to_tell'), lost=scene.get('_lost'),
+                         rng_state=scene.get('_rng'))
+            lease.longest = scene.get('_longest_training', 0.0)
+            _log_restored(load_checkpoint, scene, seed)
         return AnnealingController(([0] * len(ranges), ranges), reduce_rate, init_temperature, max_try_times=50000,
-                                   checkpoints=save_dir, **state)
+                                   checkpoints=save_dir, seed=seed, lease=lease, **state)
 
     def _start_server(self):
         try:
@@ -587,15 +738,20 @@ class SearchController:
     def wait_for_others(self, timeout, poll=1.0, goodbye_seconds=60):
         """On the host: serve on until candidates in flight elsewhere are rewarded (at most ``timeout`` s), then
         until the other clients have been told the search is done (at most ``goodbye_seconds``). False, at once,
-        when a candidate in flight was lost (its client died) and the search needs it trained after all: the
-        host then asks for tokens again."""
+        when a candidate in flight was lost (its client died, or was silent longer than the lease) and the search
+        needs it trained after all: the host then asks for tokens again."""
         if self.server is None:
             return True
         self.controller.told_done(self.client.client_name)  # the host itself is done
-        for pending, limit, what in ((self.server.in_flight, timeout, 'candidate(s) in flight on other clients'),
+        in_flight = 'candidate(s) in flight on other clients, each until rewarded or its client is silent for ' \
+                    'longer than the lease ({})'.format(self.controller.lease.describe())
+        for pending, limit, what in ((self.server.in_flight, timeout, in_flight),
                                      (self.server.clients_to_tell, goodbye_seconds, 'client(s) to finish')):
             deadline, logged_count, logged_at = time.time() + limit, None, 0.0
-            while self.server.finished() and pending() and time.time() < deadline:
+            while True:
+                self.server.release_silent()  # a client silent past its lease: its candidate comes back here
+                if not (self.server.finished() and pending() and time.time() < deadline):
+                    break
                 if self.server.failure is not None:
                     raise self.server.failure
                 if pending() != logged_count or time.time() - logged_at >= 60:  # on change, else once a minute
@@ -619,7 +775,7 @@ class SearchController:
         """On the host: (tokens, reward) of every rewarded candidate of the search, whichever client trained it."""
         if self.controller is None:
             return []
-        return [(_literal(key), float(reward)) for key, reward in self.controller._searched.items() if reward != -1]
+        return [(_tokens(key), float(reward)) for key, reward in self.controller._searched.items() if reward != -1]
 
     def best(self):
         """(best tokens, best reward) read from the controller itself; PaddleSlim's client eval()s the reply."""
@@ -632,6 +788,34 @@ class SearchController:
         if self.server is not None:
             self.server.close()
             _wake(self.server_ip, self.server_port)
+
+
+def _log_restored(load_dir, scene, seed):
+    in_flight = scene.get('_in_flight') or {}
+    logger.info('controller restored from %s: %d rewarded, %d sampled in all, %d in flight%s', load_dir,
+                scene['_iter'], len(scene['_searched']), len(in_flight),
+                ' (on {})'.format(', '.join(sorted(set(in_flight.values())))) if in_flight else '')
+    if '_rng' not in scene:
+        logger.info('%s has no _rng (written before the controller had a generator of its own): its proposals go '
+                    'on with a new stream of seed %d', os.path.join(load_dir, CHECKPOINT_NAME), seed)
+
+
+def lease_seconds(value, where=''):
+    """``client_lease`` checked: None (the adaptive default, see ClientLease) or seconds > 0, else one line."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ConfigError("{}client_lease is {!r}; it should be a number of seconds > 0, longer than a candidate's "
+                          "training (or leave it out: {}x the longest training so far, at least {:.0f}s)".format(
+                              where, value, LEASE_TRAININGS, LEASE_FLOOR))
+    return float(value)
+
+
+def _seed(value):
+    """The controller's seed: a whole number >= 0 (what numpy's SeedSequence takes), or a one-line error."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError('seed is {!r}; it should be a whole number >= 0'.format(value))
+    return value
 
 
 def _seconds(key, value):

@@ -11,8 +11,9 @@ except ImportError:  # Windows: no POSIX locks; a resumed client then always sta
     fcntl = None
 
 from ppdet.core.workspace import ConfigError
+from ppdet.slim.nas.tokens import Tokens
 
-__all__ = ['atomic_write', 'History', 'HISTORY_FIELDS', 'HISTORY_NAME', 'SaveError', 'claim_history', 'dead_histories',
+__all__ = ['atomic_write', 'write_csv', 'History', 'HISTORY_FIELDS', 'HISTORY_NAME', 'SaveError', 'claim_history', 'dead_histories',
            'line_of', 'row_tokens']
 
 HISTORY_FIELDS = ['step', 'tokens', 'status', 'flops', 'params', 'latency_us', 'ap', 'train_seconds', 'client']
@@ -116,26 +117,31 @@ class History:
 
     def append(self, row):
         self.rows.append({k: _cell(row.get(k)) for k in HISTORY_FIELDS})
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, HISTORY_FIELDS, lineterminator='\n')
-        writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write(self.path, buffer.getvalue())
+        write_csv(self.path, HISTORY_FIELDS, self.rows)
 
     def rewarded(self):
         return [r for r in self.rows if r['status'] in ('trained', 'failed')]
 
 
+def write_csv(path, fields, rows):
+    """``rows`` (dicts) as CSV with a header, written atomically; token vectors in their CSV spelling."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fields, lineterminator='\n')
+    writer.writeheader()
+    writer.writerows({k: _cell(row.get(k)) for k in fields} for row in rows)
+    atomic_write(path, buffer.getvalue())
+
+
 def row_tokens(row):
-    """The token vector of a history row (written space-separated by ``History.append``)."""
-    return [int(t) for t in row['tokens'].split()]
+    """The token vector of a history row, as a list."""
+    return list(Tokens.parse(row['tokens']))
 
 
 def _cell(value):
     if value is None:
         return ''
     if isinstance(value, (list, tuple)):
-        return ' '.join(str(v) for v in value)
+        return Tokens(value).csv
     if isinstance(value, float):
         return '{:.6g}'.format(value)
     return str(value)

@@ -1,19 +1,35 @@
-"""What a search leaves for people: the best structure as pasteable YAML and an AP-vs-cost Pareto plot.
+"""What a search leaves for people: the best structure as pasteable YAML, the accuracy-cost front to choose
+from, and a plot of both.
 
 Two structure files: ``best_structure.yml``, the original's ``BlazeNet:`` block (for PaddleDetection 0.x and for
 this tool), and ``best_paddledet.yml``, an override of today's PaddleDetection (2.x / develop) BlazeFace config.
+The front (``pareto.csv``) lists the trained candidates no other beats on both AP and the constraint's metric,
+each with both files under ``pareto/<tokens>/``.
 """
+import logging
 import os
 
+from ppdet.core.workspace import config_kwargs
+from ppdet.modeling.architectures.blazeface import DEFAULT_MIN_SIZES
 from ppdet.modeling.backbones.blazenet import blazenet_plan
-from ppdet.slim.nas.files import atomic_write
+from ppdet.slim.nas.constraint import train_input_size
+from ppdet.slim.nas.files import atomic_write, write_csv
+from ppdet.slim.nas.tokens import Tokens
 from search_space.blazefacespace_nas import structure_block
 
 __all__ = ['write_best_structure', 'paddledet_override', 'write_paddledet_override', 'pareto_front',
-           'plot_pareto', 'PADDLEDET_BASE']
+           'plot_pareto', 'write_front', 'write_report', 'PADDLEDET_BASE', 'PARETO_FIELDS']
+
+logger = logging.getLogger(__name__)
+PARETO_FIELDS = ['tokens', 'ap', 'latency_us', 'flops', 'params', 'folder']
 
 # The PaddleDetection 2.x / develop config the override extends (configs/face_detection/).
 PADDLEDET_BASE = 'blazeface_1000e.yml'
+# What that base trains at (_base_/face_reader.yml's sizes, _base_/blazeface.yml's AnchorGeneratorSSD.min_sizes),
+# and the name the override is saved under (its checkpoint folder follows it).
+PADDLEDET_INPUT = 640
+PADDLEDET_MIN_SIZES = [[16., 24.], [32., 48., 64., 80., 96., 128.]]
+PADDLEDET_NAME = 'blazeface_nas_best'
 
 
 def write_best_structure(path, tokens, blazenet_args, ap, ranked=None):
@@ -31,23 +47,59 @@ def paddledet_feature_channels(plan):
     return [plan.blocks[-4].out_channels, plan.blocks[-1].out_channels]
 
 
-def paddledet_override(tokens, blazenet_args, ap, input_size):
+def _paddledet_readers(input_size):
+    """Reader lines that make PaddleDetection train, evaluate and infer at ``input_size`` (H, W).
+
+    PaddleDetection's merge replaces a list whole, so the train list is face_reader.yml's (the same in 2.6 and
+    develop) with its two sizes changed; eval and test resize to the same size (the stock ones run at each image's
+    own size, i.e. about 640 on WIDER FACE), and BBoxPostProcess maps the boxes back to the original image.
+    """
+    height, width = input_size
+    resize = '  - Resize: {{target_size: [{}, {}], keep_ratio: false, interp: 1}}'.format(height, width)
+    normalize = ('  - NormalizeImage: {mean: [123, 117, 104], std: [127.502231, 127.502231, 127.502231], '
+                 'is_scale: false}')
+    sampler = '[1, 50, {}, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0]'
+    lines = ['TrainReader:', '  sample_transforms:', '  - Decode: {}',
+             '  - RandomDistort: {brightness: [0.5, 1.125, 0.875], random_apply: false}',
+             '  - RandomExpand: {fill_value: [123.675, 116.28, 103.53]}', '  - RandomFlip: {}',
+             '  - CropWithDataAchorSampling:',
+             '      anchor_sampler: [[1, 10, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.2, 0.0]]',
+             '      batch_sampler: [{}]'.format(', '.join([sampler.format('1.0')] + [sampler.format('0.3')] * 4)),
+             '      target_size: {}'.format(max(height, width)),
+             resize, '  - NormalizeBox: {}', '  - PadBox: {num_max_boxes: 90}']
+    for reader in ('EvalReader', 'TestReader'):
+        lines += [reader + ':', '  sample_transforms:', '  - Decode: {}', resize, normalize, '  - Permute: {}']
+    return lines
+
+
+def paddledet_override(tokens, blazenet_args, ap, input_size, min_sizes=PADDLEDET_MIN_SIZES):
     """The text of ``best_paddledet.yml``, or None when 2.x cannot build the structure (it has no lite edition).
 
     2.x's ``BlazeNeck`` has no ``from_config``, so its ``in_channel`` (and ``FaceHead.in_channels`` after it) must
-    be written out; the comment block says where 2.x's network differs from the searched one.
+    be written out; the comment block says where 2.x's network differs from the searched one. ``input_size`` (H, W)
+    and ``min_sizes`` are the search's: when they are not the base's, the readers and priors follow them, so the
+    network PaddleDetection trains is the one the search priced (one file: one name, one checkpoint folder, and
+    nothing to forget). ``save_dir`` and ``weights`` name the same folder, where develop (2.7 on) saves; 2.6 saves
+    in ``<save_dir>/<config name>/``, so there the train command takes ``-o save_dir=output``.
     """
     if blazenet_args.get('lite_edition'):
         return None
     plan = blazenet_plan(**blazenet_args)
     channels = paddledet_feature_channels(plan)
     use_5x5 = bool(blazenet_args.get('use_5x5kernel', True))
-    name = 'blazeface_nas_best'  # the file name below: 2.x saves checkpoints in output/<file name>/
+    input_size = tuple(int(s) for s in input_size)
+    min_sizes = [[float(s) for s in sizes] for sizes in min_sizes]
+    resized = input_size != (PADDLEDET_INPUT, PADDLEDET_INPUT)
+    name = PADDLEDET_NAME
     notes = [
         '# BlazeFace-NAS best structure (tokens {}, AP {:.4f}, searched at {}x{}) for PaddleDetection 2.x /'.format(
             list(tokens), ap, *input_size),
-        '# develop. Save it in PaddleDetection as configs/face_detection/{}.yml and train it:'.format(name),
-        '#   python tools/train.py -c configs/face_detection/{}.yml'.format(name),
+        '# develop. Save it in PaddleDetection as configs/face_detection/{}.yml; README.md, "Training the'.format(name),
+        '# result", has the commands (train, eval, export). Checkpoints go to output/{}/ (see save_dir):'.format(name),
+        '#   develop: python tools/train.py -c configs/face_detection/{}.yml'.format(name),
+        '#   2.6:     python tools/train.py -c configs/face_detection/{}.yml -o save_dir=output'.format(name),
+        '# (2.6 saves in <save_dir>/<config name>/, develop in <save_dir>/; add use_gpu=false without a GPU.)',
+        '# (2.6.0 on Paddle 3 first needs git apply <this repo>/paddledet-2.6.0-paddle3.patch in its checkout.)',
         '# (best_structure.yml beside this file is the same structure for PaddleDetection 0.x: slim/nas, v0.5.)',
         '# How PaddleDetection 2.x builds it, compared with the network this search trained:',
         '# - it takes the stride-8 feature map after double_blaze_filters[0]; the search took it after',
@@ -57,14 +109,18 @@ def paddledet_override(tokens, blazenet_args, ap, input_size):
         notes.append('# - its second 5x5 conv of a double block is depthwise; the search (like the original) used a '
                      'dense one,')
         notes.append('#   so the 2.x model is smaller and faster than the searched FLOPs and latency say;')
+    if resized:
+        notes.append('# - the readers below train, evaluate and infer at {}x{}, the size the search priced, with its '
+                     'own augmentation ({});'.format(input_size[0], input_size[1], PADDLEDET_BASE))
+    else:
+        notes.append('# - it trains at 640x640 with its own reader and schedule ({}).'.format(PADDLEDET_BASE))
     notes += [
-        '# - it trains at 640x640 with its own reader and schedule ({}).'.format(PADDLEDET_BASE),
         '# act: relu keeps the ReLU after the first 1x1 conv of double blocks, as the original had it.',
-        '# weights: what tools/eval.py, infer.py and export_model.py load (the base names its own checkpoint).',
         '# FaceHead.in_channels is for reading: 2.x builds the head from BlazeNeck.in_channel (its out_shape).',
     ]
     body = [
         "_BASE_: ['{}']".format(PADDLEDET_BASE),
+        'save_dir: output/{}'.format(name),
         'weights: output/{}/model_final'.format(name),
         'BlazeNet:',
         '  blaze_filters: {}'.format(blazenet_args['blaze_filters']),
@@ -77,12 +133,19 @@ def paddledet_override(tokens, blazenet_args, ap, input_size):
         'FaceHead:',
         '  in_channels: {}'.format(channels),
     ]
+    if min_sizes != PADDLEDET_MIN_SIZES:
+        body += ['AnchorGeneratorSSD:', '  min_sizes: {}  # the search\'s BlazeFace.min_sizes'.format(min_sizes)]
+    if resized:
+        body += _paddledet_readers(input_size)
     return '\n'.join(notes + body) + '\n'
 
 
-def write_paddledet_override(path, tokens, blazenet_args, ap, input_size):
-    """Write ``best_paddledet.yml``; returns False (and writes nothing) when 2.x cannot build the structure."""
-    text = paddledet_override(tokens, blazenet_args, ap, input_size)
+def write_paddledet_override(path, tokens, blazenet_args, ap, cfg):
+    """Write ``best_paddledet.yml`` for a search run with ``cfg`` (its train input size and BlazeFace priors);
+    returns False (and writes nothing) when 2.x cannot build the structure."""
+    head = config_kwargs('BlazeFace', cfg) if 'BlazeFace' in cfg else {}
+    text = paddledet_override(tokens, blazenet_args, ap, train_input_size(cfg),
+                              head.get('min_sizes', DEFAULT_MIN_SIZES))
     if text is None:
         return False
     atomic_write(path, text)
@@ -100,25 +163,40 @@ def pareto_front(points):
     return front
 
 
-def plot_pareto(path, rows, metric, unit):
-    """Scatter of rewarded candidates, AP against the constraint metric, front and best marked."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+def metric_text(metric, value):
+    return '{:.1f} MFLOPs'.format(value / 1e6) if metric == 'flops' else '{:.0f} us'.format(value)
 
-    rows = [r for r in rows if r.get(metric) not in (None, '') and r.get('ap') not in (None, '')]
-    scale, unit = (1e6, 'millions') if metric == 'flops' else (1.0, unit)
-    points = [(float(r[metric]) / scale, float(r['ap'])) for r in rows]
+
+def rewarded(rows, metric):
+    """Trained candidates with an AP and a price in ``metric``, one per token vector (its best AP)."""
+    best = {}
+    for r in rows:
+        if r.get('status') in ('trained', 'failed') and r.get(metric) not in (None, '') and r.get('ap') not in (
+                None, ''):
+            key = Tokens.parse(r['tokens']) if isinstance(r['tokens'], str) else Tokens(r['tokens'])
+            if key not in best or float(r['ap']) > best[key][1]:
+                best[key] = (float(r[metric]), float(r['ap']), r)
+    return [(cost, ap, tokens, r) for tokens, (cost, ap, r) in best.items()]
+
+
+def plot_pareto(path, points, front, metric):
+    """Scatter of rewarded candidates, AP against the constraint metric; the front marked and each of its points
+    labelled with its cost, the best AP starred. ``points``: (cost, ap, tokens) of ``rewarded``."""
+    import matplotlib.pyplot as plt  # the Agg backend is the entry points' choice (MPLBACKEND)
+
+    scale, unit = (1e6, 'MFLOPs') if metric == 'flops' else (1.0, 'us')
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     if points:
-        xs, ys = zip(*points)
+        xs, ys = [p[0] / scale for p in points], [p[1] for p in points]
         ax.scatter(xs, ys, s=22, color='#8aa4c8', label='candidates ({})'.format(len(points)))
-        front = pareto_front(points)
         ax.plot([xs[i] for i in front], [ys[i] for i in front], '-o', color='#d9822b', ms=5,
-                label='Pareto front')
+                label='Pareto front ({} points)'.format(len(front)))
+        for i in front:
+            ax.annotate('{:.0f}'.format(xs[i]) if metric != 'flops' else '{:.1f}'.format(xs[i]), (xs[i], ys[i]),
+                        textcoords='offset points', xytext=(4, -10), fontsize=7, color='#8a4b10')
         best = max(range(len(points)), key=lambda i: ys[i])
         ax.scatter([xs[best]], [ys[best]], marker='*', s=220, color='#c23b22', zorder=5,
-                   label='best: AP {:.3f}\n{}'.format(ys[best], rows[best]['tokens']))
+                   label='best: AP {:.3f}\n{}'.format(ys[best], list(points[best][2])))
     ax.set_xlabel('{} ({})'.format({'flops': 'FLOPs', 'latency_us': 'latency'}.get(metric, metric), unit))
     ax.set_ylabel('AP@0.5 (reward)')
     ax.set_title('BlazeFace-NAS search: reward against cost')
@@ -129,3 +207,63 @@ def plot_pareto(path, rows, metric, unit):
     fig.savefig(tmp)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def write_front(save_dir, points, front, metric, space, cfg):
+    """``pareto.csv`` (cheapest first) and, per point of the front, its structure in both forms under
+    ``pareto/<tokens>/``: what a user picks from when a little more latency may buy AP."""
+    rows = []
+    for i in sorted(front, key=lambda i: points[i][0]):
+        _, ap, tokens, row = points[i]
+        folder = os.path.join(save_dir, 'pareto', tokens.folder)
+        args = space.blazenet_args(list(tokens))
+        write_best_structure(os.path.join(folder, 'best_structure.yml'), list(tokens), args, ap)
+        write_paddledet_override(os.path.join(folder, 'best_paddledet.yml'), list(tokens), args, ap, cfg)
+        rows.append(dict({k: row.get(k) for k in PARETO_FIELDS}, tokens=tokens, ap=ap,
+                         folder=os.path.relpath(folder, save_dir)))
+    write_csv(os.path.join(save_dir, 'pareto.csv'), PARETO_FIELDS, rows)
+    return rows
+
+
+def write_report(save_dir, setup, strategy, ranked=None):
+    """What the search leaves: history, best structure (of ``ranked``, the re-ranked winner, if given) in both
+    forms, the front, the plot; the structure block printed and the output paths. Returns (tokens, AP)."""
+    metric = strategy.metric
+    tokens, reward = strategy.best()
+    if ranked is not None:
+        if list(ranked.tokens) != list(tokens):
+            logger.info('re-ranking changed the winner: %s (mean %.4f) rather than %s (best single AP %.4f)',
+                        ranked.tokens, ranked.mean, list(tokens), reward)
+        tokens, reward = ranked.tokens, ranked.mean
+    outputs = {'history': strategy.history_file(save_dir)}
+    points = rewarded(strategy.rows(), metric)
+    if tokens is not None:
+        tokens = list(tokens)
+        args = setup.space.blazenet_args(tokens)
+        outputs['best structure'] = os.path.join(save_dir, 'best_structure.yml')
+        write_best_structure(outputs['best structure'], tokens, args, reward, ranked)
+        paddledet = os.path.join(save_dir, 'best_paddledet.yml')
+        if write_paddledet_override(paddledet, tokens, args, reward, setup.cfg):
+            outputs['for PaddleDetection 2.x'] = paddledet
+        front = pareto_front([p[:2] for p in points])
+        outputs['pareto front'] = os.path.join(save_dir, 'pareto.csv')
+        front_rows = write_front(save_dir, points, front, metric, setup.space, setup.cfg)
+        outputs['pareto plot'] = os.path.join(save_dir, 'search_pareto.png')
+        plot_pareto(outputs['pareto plot'], points, front, metric)
+        outputs.update(strategy.outputs())
+        logger.info('All steps end, the best BlazeFace-NAS structure is (tokens %s, AP %.4f):', tokens, reward)
+        print(structure_block(args), flush=True)
+        _log_front(front_rows, metric)
+    strategy.close()
+    for name, path in outputs.items():
+        print('{}: {}'.format(name, path), flush=True)
+    return tokens, reward
+
+
+def _log_front(rows, metric):
+    logger.info('accuracy-%s front: %d point(s), from %s (AP %.4f) to %s (AP %.4f); each structure in pareto/',
+                'latency' if metric == 'latency_us' else 'FLOPs', len(rows), metric_text(metric, float(rows[0][metric])),
+                rows[0]['ap'], metric_text(metric, float(rows[-1][metric])), rows[-1]['ap'])
+    for row in rows:
+        logger.info('  front point: %s, AP %.4f, tokens %s', metric_text(metric, float(row[metric])), row['ap'],
+                    list(row['tokens']))

@@ -2,23 +2,21 @@
 the best mean, not the luckiest single training.
 
 Not in the original, which reports the maximum of its noisy rewards. Opt-in (``rerank_top_k``, ``rerank_seeds``);
-the cost is ``k * s`` candidate trainings after the search, on the host. Re-trainings start from fresh weights (the
-seed sets the initial weights and the data order); the search's own reward is one of the values averaged. Each
-result is written to ``rerank.csv`` in save_dir before the next starts, so a resumed search (``-r``) trains only
-what is missing.
+the cost is ``k * s`` candidate trainings after the search, shared by every worker like any candidate (a
+``strategies.storage.JobBoard``, which also makes it resumable). Re-trainings start from fresh weights (the seed
+sets the initial weights and the data order); the search's own reward is one of the values averaged.
+``rerank.csv`` in save_dir lists them.
 """
-import csv
-import io
 import logging
-import os
 from dataclasses import dataclass
 from typing import List
 
 import numpy as np
 
-from ppdet.slim.nas.files import atomic_write
+from ppdet.slim.nas.files import write_csv
+from ppdet.slim.nas.tokens import Tokens
 
-__all__ = ['RerankPlan', 'Ranked', 'RerankLog', 'top_candidates', 'rerank']
+__all__ = ['RerankPlan', 'Ranked', 'top_candidates', 'rerank_jobs', 'rank', 'write_rerank_csv']
 
 logger = logging.getLogger(__name__)
 RERANK_FIELDS = ['tokens', 'seed', 'ap', 'train_seconds']
@@ -59,61 +57,37 @@ class Ranked:
             ', '.join('{:.4f}'.format(a) for a in self.aps))
 
 
-class RerankLog:
-    """``rerank.csv``: one row per re-training, rewritten atomically on each append (as the history is). ``resume``
-    False: a new search in an old save_dir, whose rows are not this search's (the first append replaces them)."""
-
-    def __init__(self, path, resume=True):
-        self.path = path
-        self.rows = []
-        if resume and os.path.isfile(path):
-            with open(path, newline='') as f:
-                self.rows = list(csv.DictReader(f))
-
-    def ap(self, tokens, seed):
-        for row in self.rows:
-            if row['tokens'] == ' '.join(map(str, tokens)) and int(row['seed']) == seed:
-                return float(row['ap'])
-        return None
-
-    def append(self, tokens, seed, ap, seconds):
-        self.rows.append({'tokens': ' '.join(map(str, tokens)), 'seed': str(seed), 'ap': '{:.6g}'.format(ap),
-                          'train_seconds': '{:.1f}'.format(seconds)})
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, RERANK_FIELDS, lineterminator='\n')
-        writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write(self.path, buffer.getvalue())
-
-
 def top_candidates(rewards, k):
     """The ``k`` best distinct token vectors of ``rewards`` ((tokens, ap) pairs), best first."""
     best = {}
     for tokens, ap in rewards:
-        key = tuple(int(t) for t in tokens)
+        key = Tokens(tokens)
         best[key] = max(ap, best.get(key, float('-inf')))
     return sorted(best.items(), key=lambda item: -item[1])[:k]
 
 
-def rerank(rewards, plan, base_seed, save_dir, train, resume=True):
-    """Re-train the top candidates; ``train(tokens, seed)`` returns (ap, seconds). Returns the Ranked list, best
-    mean first. With ``resume``, trainings already in ``save_dir/rerank.csv`` are read back, not repeated."""
-    log = RerankLog(os.path.join(save_dir, 'rerank.csv'), resume)
-    top = top_candidates(rewards, plan.top_k)
-    seeds = [base_seed + i for i in range(1, plan.seeds + 1)]
-    todo = sum(log.ap(list(t), s) is None for t, _ in top for s in seeds)
-    logger.info('re-ranking the top %d candidates with %d more seeds each: %d trainings (%d done before)', len(top),
-                plan.seeds, todo, len(top) * plan.seeds - todo)
+def rerank_jobs(rewards, plan, base_seed):
+    """The (tokens, seed) trainings of the re-ranking: each of the top ``k`` with seeds base+1 .. base+s."""
+    return [(tokens, base_seed + i) for tokens, _ in top_candidates(rewards, plan.top_k)
+            for i in range(1, plan.seeds + 1)]
+
+
+def rank(rewards, plan, base_seed, results):
+    """The Ranked list, best mean first: the top candidates' search rewards and their re-trainings' APs
+    (``results``: (tokens, seed) -> (ap, seconds); a training not in it is left out of the mean)."""
     ranked = []
-    for tokens, reward in top:
-        tokens = list(tokens)
-        aps = [reward]
-        for seed in seeds:
-            ap = log.ap(tokens, seed)
-            if ap is None:
-                ap, seconds = train(tokens, seed)
-                log.append(tokens, seed, ap, seconds)
-            aps.append(ap)
-        ranked.append(Ranked(tokens, [base_seed] + seeds, aps))
-        logger.info('re-ranked %s: %s', tokens, ranked[-1].describe())
+    for tokens, reward in top_candidates(rewards, plan.top_k):
+        seeds, aps = [base_seed], [reward]
+        for seed in range(base_seed + 1, base_seed + plan.seeds + 1):
+            if (tuple(tokens), seed) in results:
+                seeds.append(seed)
+                aps.append(results[(tuple(tokens), seed)][0])
+        ranked.append(Ranked(list(tokens), seeds, aps))
+        logger.info('re-ranked %s: %s', list(tokens), ranked[-1].describe())
     return sorted(ranked, key=lambda r: -r.mean)
+
+
+def write_rerank_csv(path, results):
+    rows = [{'tokens': Tokens(tokens).csv, 'seed': seed, 'ap': ap, 'train_seconds': seconds}
+            for (tokens, seed), (ap, seconds) in sorted(results.items())]
+    write_csv(path, RERANK_FIELDS, rows)

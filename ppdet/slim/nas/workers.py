@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ppdet.core.workspace import ConfigError
-from ppdet.slim.nas.controller import LOOPBACK
 from ppdet.slim.nas.files import SaveError
 from ppdet.slim.nas.search import NasSearch, SearchError
 from ppdet.utils.processes import EXIT_ORPHANED
@@ -161,11 +160,12 @@ def reader_overrides(cfg: dict, data_workers: int) -> Dict[str, int]:
     return caps
 
 
-def worker_command(config: str, overrides: dict, save_dir: str, server_port: int, driver_pid: int,
-                   slot: WorkerSlot, fp16: bool, loss_scale: float) -> List[str]:
-    """A child worker: the same train_nas.py and config, a client of the driver's controller on loopback, always
-    ``-r save_dir`` so that a restarted worker takes over the history (and name) of a dead one."""
-    opts = dict(overrides, is_server=False, server_ip=LOOPBACK, server_port=server_port, save_dir=save_dir)
+def worker_command(config: str, overrides: dict, save_dir: str, joins: dict, driver_pid: int, slot: WorkerSlot,
+                   fp16: bool, loss_scale: float) -> List[str]:
+    """A child worker: the same train_nas.py and config, joining the driver's search (``joins``: the strategy's
+    ``worker_overrides``, its controller on loopback or its study), always ``-r save_dir`` so that a restarted
+    worker takes over the history (and name) of a dead one."""
+    opts = dict(overrides, save_dir=save_dir, **joins)
     argv = [sys.executable, '-u', TRAIN_NAS, '-c', os.path.abspath(config), '-r', save_dir,
             '--worker-of', str(driver_pid), '--worker-id', str(slot.worker_id), '--loss_scale', repr(loss_scale)]
     argv += ['--fp16'] if fp16 else []
@@ -310,10 +310,10 @@ def run_search(setup, plan: WorkerPlan, config: str, overrides: dict, resume_dir
         return search.run()
     save_dir = os.path.abspath(search.save_dir)
     children = [Child(slot.worker_id, worker_command(config, dict(overrides, **caps), save_dir,
-                                                     search.controller.server_port, os.getpid(), slot, fp16,
+                                                     search.strategy.worker_overrides(), os.getpid(), slot, fp16,
                                                      loss_scale), slot.env())
                 for slot in plan.slots[1:]]
-    supervisor = Supervisor(children, lambda worker_id: search.release_dead_clients())
+    supervisor = Supervisor(children, lambda worker_id: search.strategy.release_dead())
     previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
     stopped, finished = None, False
     try:

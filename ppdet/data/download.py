@@ -1,7 +1,7 @@
 """Fetch WIDER FACE into the layout the reader expects, resumably, checked, and without trusting archive paths.
 
 ``fetch_widerface(out)`` gets ``WIDER_train.zip``, ``WIDER_val.zip`` and ``wider_face_split.zip`` from
-PaddlePaddle's dataset mirror (the files and md5 sums PaddleDetection's ``dataset/wider_face`` script and
+PaddlePaddle's dataset mirror (the files and md5 sums PaddleDetection's ``dataset/wider_face`` script and its
 ``ppdet/utils/download.py`` use) and extracts them into ``out``.
 
 Choices, and why:

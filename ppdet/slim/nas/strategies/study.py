@@ -1,0 +1,259 @@
+"""The Optuna strategies (``random``, ``evolution``, ``tpe``, ``nsga2``): one study, whose storage is the record of
+the search, shared by every worker of every machine that runs the same command.
+
+- A candidate is a trial with one integer parameter per token. The published structure (the space's initial
+  tokens) is enqueued as the study's first trial.
+- Priced out (outside the constraint, unpriced), or already trained or in training: the trial is FAIL (its
+  ``status`` attribute says why) and the sampler ignores it; no step is used.
+- ``search_steps`` counts COMPLETE trials. A worker trains only while the trials trained and in training leave
+  room (``claim``), so the count is exact; a worker that dies stops beating, its trial is failed after the
+  storage's grace period and re-queued (``storage.py``), and the next worker trains it.
+- ``nsga2`` has two objectives: AP up, the constraint's metric (latency or FLOPs) down.
+"""
+import logging
+import os
+import socket
+import time
+import warnings
+import zlib
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from ppdet.core.workspace import ConfigError
+from ppdet.slim.nas.files import HISTORY_FIELDS, HISTORY_NAME, write_csv
+from ppdet.slim.nas.strategies import Job, Strategy
+from ppdet.slim.nas.strategies.evolution import RegularizedEvolutionSampler
+from ppdet.slim.nas.strategies.storage import (Heartbeat, JobBoard, ask_quietly, default_storage_url, fail_stale,
+                                               fixed_params, open_storage, shown_url)
+from ppdet.slim.nas.tokens import Tokens
+from search_space.blazefacespace_nas import TOKEN_NAMES
+
+__all__ = ['StudyStrategy', 'SearchExhausted', 'param_names', 'STUDY_DEFAULTS']
+
+logger = logging.getLogger(__name__)
+# strategy settings (config keys) and their defaults
+STUDY_DEFAULTS = {'study_name': 'blazeface-nas', 'population_size': 20, 'tournament_size': 5,
+                  'tpe_startup_trials': 10, 'heartbeat_interval': 10, 'heartbeat_grace': 60}
+MAX_DUPLICATES = 1000  # proposals in a row that were trained already: the space under the constraint is used up
+POLL = 1.0  # seconds between looks at the study while every step is trained or in training
+
+
+class SearchExhausted(RuntimeError):
+    """The strategy keeps proposing candidates already trained: nothing new is left to try."""
+
+
+def param_names(count):
+    return ['t{}_{}'.format(i, name) for i, name in enumerate(TOKEN_NAMES[:count])]
+
+
+def _setting(cfg, key):
+    return cfg.get(key, STUDY_DEFAULTS[key])
+
+
+def make_sampler(name, cfg, ranges, seed):
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)  # multivariate, constant_liar
+        if name == 'random':
+            return optuna.samplers.RandomSampler(seed=seed)
+        if name == 'tpe':
+            return optuna.samplers.TPESampler(n_startup_trials=_setting(cfg, 'tpe_startup_trials'), multivariate=True,
+                                              constant_liar=True, seed=seed)
+        if name == 'nsga2':
+            return optuna.samplers.NSGAIISampler(population_size=_setting(cfg, 'population_size'), seed=seed)
+        return RegularizedEvolutionSampler(param_names(len(ranges)), ranges, _setting(cfg, 'population_size'),
+                                           _setting(cfg, 'tournament_size'), seed)
+
+
+def search_signature(setup):
+    """What a study must agree on with a worker that joins it: the space and the constraint."""
+    c = setup.constraint
+    return {'search_space': setup.space_name, 'range_table': list(setup.space.range_table()), 'ctype': c.ctype,
+            'min_constraint': c.min_constraint, 'max_constraint': c.max_constraint,
+            'table_file': os.path.basename(c.table_file) if c.ctype == 'latency' and c.table_file else None}
+
+
+class StudyStrategy(Strategy):
+    def __init__(self, setup, save_dir, resume, local_worker=False):
+        cfg = setup.cfg
+        self.name = cfg.get('strategy')
+        self.metric = 'flops' if setup.constraint.ctype == 'flops' else 'latency_us'
+        self.steps = int(cfg.get('search_steps', 300))
+        self.ranges = list(setup.space.range_table())
+        self.names = param_names(len(self.ranges))
+        self.client = '{}_{}'.format(socket.gethostname(), os.getpid())
+        self.given_storage = cfg.get('storage')
+        self.url = self.given_storage or default_storage_url(save_dir)
+        self.interval = int(_setting(cfg, 'heartbeat_interval'))
+        self.storage = open_storage(self.url, self.interval, int(_setting(cfg, 'heartbeat_grace')))
+        self.study_name = str(_setting(cfg, 'study_name'))
+        created = self._open(setup, resume)
+        seed = int(cfg.get('seed', 0))
+        if not created and (local_worker or self.given_storage):
+            # one process alone replays a search from its seed; each worker that joins draws a stream of its own
+            seed = int(np.random.SeedSequence([seed, zlib.crc32(self.client.encode())]).generate_state(1)[0])
+        self.sampler = make_sampler(self.name, cfg, self.ranges, seed)
+        self.study.sampler = self.sampler
+        self.rerank = int(cfg.get('rerank_top_k', 0)) > 0 and int(cfg.get('rerank_seeds', 2)) > 0
+        self._duplicates = 0
+
+    def _open(self, setup, resume):
+        """Create the study (True: this process did, and enqueued the published structure) or join it; a study of
+        another space or constraint, or an earlier search's study in save_dir without -r, is one line."""
+        directions = ['maximize', 'minimize'] if self.name == 'nsga2' else ['maximize']
+        where = 'storage {} study {!r}'.format(shown_url(self.url), self.study_name)
+        try:
+            self.study = optuna.create_study(study_name=self.study_name, storage=self.storage, directions=directions)
+            created = True
+        except optuna.exceptions.DuplicatedStudyError:
+            if not (resume or self.given_storage):
+                raise ConfigError('save_dir holds the study of an earlier search ({}): resume it with -r, or set '
+                                  'save_dir elsewhere'.format(shown_url(self.url))) from None
+            self.study = optuna.load_study(study_name=self.study_name, storage=self.storage)
+            created = False
+        signature = search_signature(setup)
+        if created:
+            self.study.set_user_attr('search', signature)
+            self.study.set_user_attr('strategy', self.name)
+            self.study.enqueue_trial(dict(zip(self.names, setup.space.init_tokens())))
+            return True
+        theirs = self.study.user_attrs.get('search')
+        if [d.name for d in self.study.directions] != [d.upper() for d in directions]:
+            raise ConfigError('{}: made by strategy {} ({} objective(s)); strategy {} cannot join it: use that '
+                              'strategy, or another study_name'.format(where, self.study.user_attrs.get('strategy'),
+                                                                       len(self.study.directions), self.name))
+        if theirs is not None and theirs != signature:
+            differs = [k for k in signature if theirs.get(k) != signature[k]]
+            raise ConfigError('{}: made for another search ({}: {} there, {} here); use the same search_space and '
+                              'Constraint, or another study_name'.format(
+                                  where, differs[0], theirs.get(differs[0]), signature[differs[0]]))
+        return False
+
+    def worker_overrides(self):
+        return {'storage': self.url, 'study_name': self.study_name}
+
+    # --- the study's trials
+    def _trials(self, *states):
+        fail_stale(self.study)
+        return self.study.get_trials(deepcopy=False, states=states or None)
+
+    def _tokens(self, trial):
+        fixed = trial.system_attrs.get('fixed_params') or trial.params
+        return Tokens(fixed[name] for name in self.names)
+
+    def _in_training(self, trials):
+        return [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get('status') == 'training']
+
+    def progress(self):
+        return len(self._trials(TrialState.COMPLETE))
+
+    def ask(self):
+        while True:
+            trials = self._trials()
+            done = sum(t.state == TrialState.COMPLETE for t in trials)
+            if done >= self.steps:
+                return None
+            if done + len(self._in_training(trials)) >= self.steps:
+                time.sleep(POLL)  # every step is trained or in training; one may yet be lost and re-queued
+                continue
+            trial = ask_quietly(self.study)
+            tokens = Tokens(trial.suggest_int(name, 0, r - 1) for name, r in zip(self.names, self.ranges))
+            taken = {self._tokens(t) for t in trials if t.state == TrialState.COMPLETE} | {
+                self._tokens(t) for t in self._in_training(trials)}
+            if tokens in taken:
+                self._give_back(trial, 'duplicate')
+                continue
+            self._duplicates = 0
+            trial.set_user_attr('client', self.client)
+            return Job(tokens, trial.number + 1, (trial, Heartbeat(self.storage, trial._trial_id, self.interval)),
+                       self._parent(trial, tokens, trials))
+
+    def _give_back(self, trial, status):
+        """A proposal that is not trained: FAIL, so samplers ignore it and no step is used."""
+        trial.set_user_attr('status', status)
+        self.study.tell(trial, state=TrialState.FAIL)
+        if status == 'duplicate':
+            self._duplicates += 1
+            if self._duplicates >= MAX_DUPLICATES:
+                raise SearchExhausted('{} proposals in a row were trained already: the space under the constraint '
+                                      'looks used up; lower search_steps or widen the Constraint'.format(
+                                          self._duplicates))
+
+    def _parent(self, trial, tokens, trials):
+        """Whose weights the candidate may inherit: the evolution's parent; else the trained candidate with the
+        fewest tokens different (random, tpe and nsga2 have no parent of their own)."""
+        parent = getattr(self.sampler, 'parents', {}).pop(trial.number, None)
+        if parent is not None:
+            return Tokens(parent)
+        trained = [self._tokens(t) for t in trials if t.state == TrialState.COMPLETE]
+        if not trained:
+            return None
+        return min(trained, key=lambda t: sum(a != b for a, b in zip(t, tokens)))
+
+    def skip(self, job, row):
+        trial, heartbeat = job.handle
+        heartbeat.stop()
+        self._record(trial, row)
+        self.study.tell(trial, state=TrialState.FAIL)
+
+    def claim(self, job, row):
+        """Mark the trial as in training, then train only if the trials trained and in training before it leave
+        a step; else give it back (a re-queued candidate goes back to the queue)."""
+        trial, heartbeat = job.handle
+        self._record(trial, dict(row, status='training'))
+        trials = self._trials()
+        ahead = [t for t in self._in_training(trials) if t._trial_id < trial._trial_id]
+        if sum(t.state == TrialState.COMPLETE for t in trials) + len(ahead) < self.steps:
+            return True
+        heartbeat.stop()
+        if fixed_params(self.storage, trial) is not None:
+            self.study.enqueue_trial(dict(zip(self.names, job.tokens)))
+        self._give_back(trial, 'surplus')
+        return False
+
+    def tell(self, job, row):
+        trial, heartbeat = job.handle
+        heartbeat.stop()
+        self._record(trial, row)
+        values = [row['ap'], row[self.metric]] if self.name == 'nsga2' else row['ap']
+        try:
+            self.study.tell(trial, values)
+        except (RuntimeError, ValueError) as e:  # failed meanwhile (its heartbeat lapsed): its retry trains it
+            logger.warning('the reward of %s came after the study gave its trial %d up (%s); it is not counted, '
+                           'its re-queued trial trains it again', job.tokens, trial.number, e)
+
+    @staticmethod
+    def _record(trial, row):
+        for key in ('status', 'flops', 'params', 'latency_us', 'ap', 'train_seconds'):
+            if row.get(key) is not None:
+                trial.set_user_attr(key, row[key])
+
+    # --- what the search reports
+    def rows(self):
+        rows = []
+        for t in self._trials(TrialState.COMPLETE, TrialState.FAIL):
+            status = t.user_attrs.get('status')
+            if t.state == TrialState.FAIL and status not in ('skipped', 'unpriced'):
+                continue  # duplicates, surplus and lost trainings are not candidates of the history
+            row = {k: t.user_attrs.get(k) for k in HISTORY_FIELDS}
+            row.update(step=t.number + 1, tokens=self._tokens(t).csv, status=status or 'trained')
+            if t.state == TrialState.COMPLETE:
+                row['ap'] = t.values[0]
+            rows.append(row)
+        return rows
+
+    def history_file(self, save_dir):
+        """``search_history.csv``: the study's candidates as SANAS's history lists them (the study is the record)."""
+        path = os.path.join(save_dir, HISTORY_NAME)
+        write_csv(path, HISTORY_FIELDS, self.rows())
+        return path
+
+    def outputs(self):
+        return {'study {!r} (optuna-dashboard shows it)'.format(self.study_name): shown_url(self.url)}
+
+    def board(self):
+        return JobBoard(self.storage, self.study_name + '.rerank', self.interval) if self.rerank else None
+
+    def close(self):
+        self.storage.remove_session()

@@ -1,0 +1,50 @@
+"""The constraint's bounds: inclusive at both ends, and plain numbers or a one-line error at config load."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ppdet.core.workspace import ConfigError
+from ppdet.slim.nas.config import load_search_config
+from ppdet.slim.nas.constraint import Constraint, Price
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _flops(value):
+    return Price(flops=value, params=0)
+
+
+def test_both_bounds_are_inclusive():
+    """A candidate exactly at a bound is admitted (the original's ``>``/``<``): the published limits are reachable."""
+    constraint = Constraint('flops', max_constraint=200, min_constraint=100)
+    assert [constraint.admits(_flops(v)) for v in (99, 100, 150, 200, 201)] == [False, True, True, True, False]
+
+
+def test_one_bound_alone():
+    assert Constraint('flops', max_constraint=200).admits(_flops(0)) is True
+    assert Constraint('flops', min_constraint=100).admits(_flops(10 ** 12)) is True
+    assert Constraint('flops', min_constraint=100).admits(_flops(99)) is False
+
+
+@pytest.mark.parametrize('value', ['20ms', '20000', True, [1, 2]])  # as -o or YAML would give them
+@pytest.mark.parametrize('key', ['max_constraint', 'min_constraint'])
+def test_a_bound_that_is_not_a_number_fails_at_load(key, value):
+    with pytest.raises(ConfigError) as err:
+        load_search_config(os.path.join(REPO, 'blazeface.yml'), {'Constraint.' + key: value})
+    message = str(err.value)
+    assert 'Constraint.{}'.format(key) in message and 'plain number' in message and '\n' not in message
+
+
+def test_a_string_bound_stops_the_search_with_one_line_before_it_starts(tmp_path):
+    """The reported case: ``-o Constraint.max_constraint=20ms`` was a TypeError traceback after the controller
+    started; now exit code 2 and one line, with nothing written to save_dir."""
+    out = tmp_path / 'out'
+    proc = subprocess.run([sys.executable, os.path.join(REPO, 'train_nas.py'), '-c', 'blazeface.yml',
+                           '-o', 'Constraint.max_constraint=20ms', '-o', 'save_dir={}'.format(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1 and "Constraint.max_constraint is '20ms'" in errors[0], proc.stderr
+    assert 'Traceback' not in proc.stderr and not out.exists()

@@ -1,0 +1,271 @@
+"""The search strategies (random, evolution, tpe, nsga2 on an Optuna study; sanas's mirror), the accuracy-cost
+front, the shared re-ranking board, and many workers on one real PostgreSQL study."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from postgres_server import PASSWORD, postgres_server
+from search_fixtures import free_port, read_until, run_search, start_search, tiny_config, tiny_dataset, \
+    wait_until_gone
+from ppdet.slim.nas.strategies.evolution import RegularizedEvolutionSampler
+from ppdet.slim.nas.strategies.storage import JobBoard, default_storage_url, open_storage
+from ppdet.slim.nas.strategies.study import param_names
+from ppdet.slim.nas.tokens import Tokens
+from search_space.blazefacespace_nas import BlazeFaceNasSpace
+
+STUDY = 'blazeface-nas'
+
+
+def _rows(path):
+    with open(path, newline='') as f:
+        return list(csv.DictReader(f))
+
+
+def _study(save_dir, name=STUDY, url=None):
+    return optuna.load_study(study_name=name, storage=url or default_storage_url(save_dir))
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+    return tiny_dataset(tmp_path_factory.mktemp('data'))
+
+
+# --- the pieces, on real Optuna studies in memory or in a file
+def test_tokens_own_every_spelling():
+    tokens = Tokens([2, 1, 3, 8])
+    assert (tokens.wire, tokens.csv, tokens.folder, tokens.key) == ('2,1,3,8', '2 1 3 8', '2-1-3-8', '[2, 1, 3, 8]')
+    for text in (tokens.wire, tokens.csv, tokens.folder, tokens.key):
+        assert Tokens.parse(text) == tokens
+    for bad in ('', '2,,1', '[2, 1', 'a b', '-1'):
+        with pytest.raises(ValueError):
+            Tokens.parse(bad)
+
+
+def _study_with(values, ranges):
+    names = param_names(len(ranges))
+    study = optuna.create_study(direction='maximize')
+    dists = {n: optuna.distributions.IntDistribution(0, r - 1) for n, r in zip(names, ranges)}
+    for tokens, value in values:
+        study.add_trial(optuna.trial.create_trial(params=dict(zip(names, tokens)), distributions=dists, value=value))
+    return study, names
+
+
+def test_regularized_evolution_mutates_one_token_of_a_tournament_winner_of_the_youngest():
+    ranges = BlazeFaceNasSpace().range_table()
+    # 6 trained: the two oldest are the best, but the population (4 youngest) no longer holds them
+    history = [([0] * 9, 0.9), ([1] * 9, 0.8)] + [([2, 2, 2, 2, 2, 2, 2, 2, i % 2], 0.1 * i) for i in range(4)]
+    study, names = _study_with(history, ranges)
+    sampler = RegularizedEvolutionSampler(names, ranges, population_size=4, tournament_size=4, seed=3)
+    youngest_best = (2, 2, 2, 2, 2, 2, 2, 2, 1)  # value 0.3, the best of the 4 youngest
+    for _ in range(20):
+        trial = study.ask()
+        params = sampler.sample_relative(study, trial, sampler.infer_relative_search_space(study, trial))
+        child = tuple(params[n] for n in names)
+        assert tuple(sampler.parents[trial.number]) == youngest_best  # a tournament of the whole population
+        assert sum(a != b for a, b in zip(child, youngest_best)) == 1, child
+        study.tell(trial, state=TrialState.FAIL)
+
+
+def test_regularized_evolution_draws_uniformly_until_the_population_is_full():
+    ranges = BlazeFaceNasSpace().range_table()
+    study, names = _study_with([([0] * 9, 0.5)], ranges)
+    sampler = RegularizedEvolutionSampler(names, ranges, population_size=5, tournament_size=2, seed=0)
+    children = set()
+    for _ in range(10):
+        trial = study.ask()
+        children.add(tuple(sampler.sample_relative(study, trial, sampler.infer_relative_search_space(study, trial))
+                           .values()))
+        assert trial.number not in sampler.parents
+        study.tell(trial, state=TrialState.FAIL)
+    assert len(children) > 5 and all(sum(c != 0 for c in child) > 1 for child in children)
+
+
+def test_a_job_board_is_shared_and_a_dead_workers_job_comes_back(tmp_path):
+    url = default_storage_url(str(tmp_path))
+    first = JobBoard(open_storage(url, 1, 2), 'x.rerank', 1)
+    second = JobBoard(open_storage(url, 1, 2), 'x.rerank', 1)
+    assert not second.open()
+    jobs = [((1, 2, 3), 1), ((1, 2, 3), 2), ((4, 5, 6), 1)]
+    assert first.post(jobs) and not second.post(jobs)  # only one worker posts
+    assert second.wait_posted(timeout=5)
+    held = first.take()  # the first worker trains one and then dies (its heartbeat stops, it never reports)
+    held[3].stop()
+    taken = []
+    while True:
+        job = second.take()
+        if job is None:
+            break
+        taken.append(job)
+        second.done(job, 0.5, 1.0)
+    assert len(taken) == 2 and second.pending() == 1
+    deadline = time.time() + 30
+    while second.pending() and time.time() < deadline:  # after the grace period the dead worker's job is re-queued
+        job = second.take()
+        if job is None:
+            time.sleep(0.5)
+            continue
+        assert (tuple(job[1]), job[2]) == (tuple(held[1]), held[2])
+        second.done(job, 0.7, 1.0)
+    assert set(second.results()) == {(tuple(t), s) for t, s in jobs}
+
+
+# --- real searches
+@pytest.mark.parametrize('strategy', ['random', 'evolution', 'tpe', 'nsga2'])
+def test_every_strategy_completes_a_real_search_with_the_outputs(tmp_path, dataset, strategy):
+    config = tiny_config(tmp_path, dataset, strategy=strategy, search_steps=3, max_iters=2,
+                         population_size=2, tpe_startup_trials=1)
+    out = run_search(config)
+    assert out.returncode == 0, out.stderr[-3000:]
+    save_dir = str(tmp_path / 'out')
+    rows = _rows(os.path.join(save_dir, 'search_history.csv'))
+    trained = [r for r in rows if r['status'] == 'trained']
+    assert len(trained) == 3 and len({r['tokens'] for r in trained}) == 3
+    assert trained[0]['tokens'] == Tokens(BlazeFaceNasSpace().init_tokens()).csv  # the published structure first
+    for r in rows:
+        assert (1e6 <= float(r['flops']) <= 12e6) == (r['status'] == 'trained'), r  # priced before training
+    study = _study(save_dir)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 3
+    assert len(study.directions) == (2 if strategy == 'nsga2' else 1)
+    front = _rows(os.path.join(save_dir, 'pareto.csv'))
+    assert front and all(r['tokens'] in {t['tokens'] for t in trained} for r in front)
+    for r in front:
+        for name in ('best_structure.yml', 'best_paddledet.yml'):
+            assert os.path.isfile(os.path.join(save_dir, r['folder'], name))
+    assert [float(r['flops']) for r in front] == sorted(float(r['flops']) for r in front)
+    assert [float(r['ap']) for r in front] == sorted(float(r['ap']) for r in front)
+    assert 'front: {} point(s)'.format(len(front)) in out.stderr
+    for name in ('best_structure.yml', 'best_paddledet.yml', 'search_pareto.png'):
+        assert os.path.isfile(os.path.join(save_dir, name))
+
+
+def test_a_resumed_study_trains_only_the_new_steps_and_a_new_search_there_is_refused(tmp_path, dataset):
+    config = tiny_config(tmp_path, dataset, strategy='random', search_steps=2, max_iters=2)
+    save_dir = str(tmp_path / 'out')
+    assert run_search(config).returncode == 0
+    again = run_search(config)
+    assert again.returncode != 0 and 'resume it with -r' in again.stderr.strip().splitlines()[-1]
+    out = run_search(config, '-r', save_dir, '-o', 'search_steps=3')
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stderr.count('----->>> search step') == 1  # the two rewarded before are not trained again
+    assert len(_study(save_dir).get_trials(states=(TrialState.COMPLETE,))) == 3
+
+
+def test_two_local_workers_share_a_study_and_its_reranking(tmp_path, dataset):
+    config = tiny_config(tmp_path, dataset, strategy='evolution', search_steps=4, max_iters=2, population_size=2,
+                         rerank_top_k=2, rerank_seeds=2)
+    out = run_search(config, '--workers', '2')
+    assert out.returncode == 0, out.stderr[-3000:]
+    save_dir = str(tmp_path / 'out')
+    complete = _study(save_dir).get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 4 and len({tuple(t.params.values()) for t in complete}) == 4
+    assert 'worker 1: ' in out.stderr  # (which worker trains what is the machine's timing: not asserted)
+    board = _study(save_dir, STUDY + '.rerank').get_trials(states=(TrialState.COMPLETE,))
+    assert len(board) == 4 and len(_rows(os.path.join(save_dir, 'rerank.csv'))) == 4
+    with open(os.path.join(save_dir, 'best_structure.yml')) as f:
+        assert '# re-ranked: mean AP' in f.read()
+
+
+def _dashboard_studies(url, tmp_path):
+    """What a real optuna-dashboard, started on loopback for ``url``, lists (name -> number of trials)."""
+    port = free_port()
+    exe = os.path.join(os.path.dirname(sys.executable), 'optuna-dashboard')
+    proc = subprocess.Popen([exe, url, '--host', '127.0.0.1', '--port', str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=str(tmp_path))
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen('http://127.0.0.1:{}/api/studies'.format(port), timeout=5) as r:
+                    return {s['study_name']: s for s in json.load(r)['study_summaries']}
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_sanas_search_is_mirrored_into_a_study_the_dashboard_shows(tmp_path, dataset):
+    config = tiny_config(tmp_path, dataset, search_steps=2, max_iters=2)
+    out = run_search(config)
+    assert out.returncode == 0, out.stderr[-3000:]
+    save_dir = str(tmp_path / 'out')
+    mirror = _study(save_dir, 'sanas').get_trials()
+    history = [r for r in _rows(os.path.join(save_dir, 'search_history.csv')) if r['status'] == 'trained']
+    assert sorted(Tokens(t.params.values()).csv for t in mirror) == sorted(r['tokens'] for r in history)
+    assert all(t.user_attrs['flops'] > 0 for t in mirror)
+    assert 'sanas' in _dashboard_studies(default_storage_url(save_dir), tmp_path)
+
+
+# --- many machines: one real PostgreSQL server
+@pytest.fixture(scope='module')
+def postgres():
+    with postgres_server() as url:
+        yield url
+
+
+def _last_line(out):
+    return out.stderr.strip().splitlines()[-1]
+
+
+def test_a_storage_that_refuses_or_cannot_be_reached_is_one_line_without_the_password(tmp_path, dataset, postgres):
+    wrong = postgres.replace(PASSWORD, 'wrong-secret-1')
+    config = tiny_config(tmp_path, dataset, strategy='random')
+    out = run_search(config, '-o', 'storage={}'.format(wrong))
+    line = _last_line(out)
+    assert out.returncode != 0 and 'storage' in line and 'authentication failed' in line, out.stderr[-2000:]
+    assert 'wrong-secret-1' not in out.stderr
+    gone = postgres.split('?host=')[0] + '?host=' + str(tmp_path / 'no-server-here')
+    out = run_search(config, '-o', 'storage={}'.format(gone))
+    assert out.returncode != 0 and 'storage' in _last_line(out) and PASSWORD not in out.stderr
+    assert 'Traceback' not in out.stderr
+
+
+def test_a_study_made_for_another_constraint_is_refused(tmp_path, dataset, postgres):
+    name = 'other-constraint'
+    config = tiny_config(tmp_path, dataset, strategy='random', search_steps=1, max_iters=1, study_name=name)
+    assert run_search(config, '-o', 'storage={}'.format(postgres)).returncode == 0
+    out = run_search(config, '-o', 'storage={}'.format(postgres), 'Constraint.max_constraint=9000000')
+    line = _last_line(out)
+    assert out.returncode != 0 and 'max_constraint' in line and name in line, out.stderr[-2000:]
+    out = run_search(config, '-o', 'storage={}'.format(postgres), 'strategy=nsga2')
+    assert out.returncode != 0 and 'nsga2' in _last_line(out)
+
+
+def test_two_machines_on_one_postgresql_study_one_killed_mid_training(tmp_path, dataset, postgres):
+    """Every machine runs the same command; one dies with kill -9 while training. Its trial is failed by the
+    heartbeat and trained again by the other; the count is exact and nothing is rewarded twice."""
+    name, steps = 'kill-test', 5
+    configs = []
+    for machine in ('a', 'b'):
+        os.makedirs(str(tmp_path / machine))
+        configs.append(tiny_config(tmp_path / machine, dataset, strategy='random', search_steps=steps, max_iters=40,
+                                   storage=postgres, study_name=name, heartbeat_interval=1, heartbeat_grace=4))
+    a = start_search(configs[0])
+    read_until(a, lambda line: 'search step 1/' in line)
+    b = start_search(configs[1])
+    read_until(b, lambda line: '----->>> search step' in line)
+    read_until(b, lambda line: 'iter: 5,' in line)  # mid-training
+    os.kill(b.pid, signal.SIGKILL)
+    b.wait()
+    out, err = a.communicate(timeout=600)
+    assert a.returncode == 0, err[-3000:]
+    study = optuna.load_study(study_name=name, storage=postgres)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == steps
+    assert len({tuple(t.params.values()) for t in complete}) == steps, 'a candidate was rewarded twice'
+    lost = [t for t in study.get_trials(states=(TrialState.FAIL,)) if t.user_attrs.get('status') == 'training']
+    assert len(lost) == 1, 'the killed worker had one trial in training'
+    retried = [t for t in complete if t.system_attrs.get('failed_trial') == lost[0].number]
+    assert len(retried) == 1 and retried[0].params == lost[0].params
+    assert not wait_until_gone(str(tmp_path / 'b'), timeout=10), 'the killed machine left processes running'
