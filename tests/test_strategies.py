@@ -160,6 +160,7 @@ def test_a_resumed_study_trains_only_the_new_steps_and_a_new_search_there_is_ref
 
 
 def test_two_local_workers_share_a_study_and_its_reranking(tmp_path, dataset):
+    """(Which worker trains what is the machine's timing, so it is not asserted: the board's sharing is, above.)"""
     config = tiny_config(tmp_path, dataset, strategy='evolution', search_steps=4, max_iters=2, population_size=2,
                          rerank_top_k=2, rerank_seeds=2)
     out = run_search(config, '--workers', '2')
@@ -167,7 +168,6 @@ def test_two_local_workers_share_a_study_and_its_reranking(tmp_path, dataset):
     save_dir = str(tmp_path / 'out')
     complete = _study(save_dir).get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) == 4 and len({tuple(t.params.values()) for t in complete}) == 4
-    assert 'worker 1: ' in out.stderr  # (which worker trains what is the machine's timing: not asserted)
     board = _study(save_dir, STUDY + '.rerank').get_trials(states=(TrialState.COMPLETE,))
     assert len(board) == 4 and len(_rows(os.path.join(save_dir, 'rerank.csv'))) == 4
     with open(os.path.join(save_dir, 'best_structure.yml')) as f:

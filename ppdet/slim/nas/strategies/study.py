@@ -149,13 +149,19 @@ class StudyStrategy(Strategy):
         return len(self._trials(TrialState.COMPLETE))
 
     def ask(self):
+        waiting = None
         while True:
             trials = self._trials()
             done = sum(t.state == TrialState.COMPLETE for t in trials)
             if done >= self.steps:
                 return None
-            if done + len(self._in_training(trials)) >= self.steps:
-                time.sleep(POLL)  # every step is trained or in training; one may yet be lost and re-queued
+            training = len(self._in_training(trials))
+            if done + training >= self.steps:  # every step is trained or in training; one may yet be lost
+                if training != waiting:
+                    logger.info('waiting for %d candidate(s) in training on other workers (one whose worker died is '
+                                'trained again after heartbeat_grace)', training)
+                    waiting = training
+                time.sleep(POLL)
                 continue
             trial = ask_quietly(self.study)
             tokens = Tokens(trial.suggest_int(name, 0, r - 1) for name, r in zip(self.names, self.ranges))
