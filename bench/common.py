@@ -9,7 +9,6 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, 'tools'))
 
 from ppdet.utils.logs import quiet_libraries  # noqa: E402
 quiet_libraries()  # before paddle is imported (glog reads its level then)
@@ -27,7 +26,7 @@ ANCHOR_IMAGES_PER_S = 2.7
 
 def dataset(name, train, val, size):
     """A synthetic WIDER-format set under WORK, made once (same arguments give the same files)."""
-    from make_synthetic_widerface import make_dataset
+    from ppdet.utils.synthetic import make_dataset
     path = os.path.join(WORK, '{}_{}x{}_{}'.format(name, train, val, size))
     stamp = os.path.join(path, '.complete')
     if not os.path.isfile(stamp):

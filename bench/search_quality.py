@@ -67,7 +67,7 @@ DEMO_EVALUATOR = 'cosine, 300 it (demo.yml)'
 
 
 def proxy_dataset(work):
-    from make_synthetic_widerface import make_dataset
+    from ppdet.utils.synthetic import make_dataset
     path = os.path.join(work, 'proxy_faces_96')
     if not os.path.isfile(os.path.join(path, '.complete')):
         make_dataset(path, train=800, val=300, size=96, seed=0, workers=2, scenes=('empty', 'portraits'),

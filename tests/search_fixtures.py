@@ -8,9 +8,10 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, 'tools'))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
 
-from make_synthetic_widerface import make_dataset  # noqa: E402
+from ppdet.utils.synthetic import make_dataset  # noqa: E402
 
 
 FLOPS_CONSTRAINT = 'Constraint:\n  ctype: flops\n  max_constraint: 12000000\n  min_constraint: 1000000\n'

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 import tools.eval_widerface as eval_widerface
-import tools.make_synthetic_widerface as synthetic
+from ppdet.utils import synthetic
 from ppdet.modeling.backbones.blazenet import blazenet_plan
 from ppdet.slim.nas.latency import create_predictor
 from ppdet.slim.nas.report import (PADDLEDET_BASE, PADDLEDET_NAME, paddledet_feature_channels, paddledet_override,

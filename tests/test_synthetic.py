@@ -1,5 +1,5 @@
-"""tools/make_synthetic_widerface.py: the real WIDER layout and val ground truth, varied drawn faces, determinism."""
-import importlib.util
+"""ppdet/utils/synthetic.py and its tool, tools/make_synthetic_widerface.py: the real WIDER layout and val ground
+truth, varied drawn faces, determinism."""
 import os
 import subprocess
 import sys
@@ -9,23 +9,15 @@ import pytest
 
 from conftest import REPO
 from ppdet.data.source.widerface import WIDERFaceDataSet
+from ppdet.utils import synthetic
 
 TOOL = os.path.join(REPO, 'tools', 'make_synthetic_widerface.py')
 
 
 @pytest.fixture(scope='module')
-def tool():
-    spec = importlib.util.spec_from_file_location('make_synthetic_widerface', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its worker pool pickles functions by module name
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope='module')
-def rendered(tool):
+def rendered():
     """Annotations of 60 images (160 px), enough to meet every kind of face."""
-    return [tool.render(7, 'train', i, 160) for i in range(60)]
+    return [synthetic.render(7, 'train', i, 160) for i in range(60)]
 
 
 def files(root):
@@ -55,9 +47,9 @@ def test_command_writes_the_wider_layout(tmp_path):
         assert len(records) == count
 
 
-def test_same_seed_same_bytes_other_seed_other_images(tmp_path, tool):
+def test_same_seed_same_bytes_other_seed_other_images(tmp_path):
     for name, seed, workers in (('a', 1, 1), ('b', 1, 2), ('c', 2, 1)):
-        tool.make_dataset(str(tmp_path / name), train=4, val=2, size=80, seed=seed, workers=workers)
+        synthetic.make_dataset(str(tmp_path / name), train=4, val=2, size=80, seed=seed, workers=workers)
     a, b, c = (files(tmp_path / n) for n in 'abc')
     assert a == b
     assert a.keys() == c.keys() and a != c
@@ -91,11 +83,11 @@ def test_faces_are_drawn_inside_their_boxes(rendered):
     assert np.mean(np.array(around)[:, 2] - np.array(around)[:, 0]) < 20
 
 
-def test_rendering_fills_the_requested_size(tool):
+def test_rendering_fills_the_requested_size():
     """The long side is --size, the short side 62-100% of it, in either orientation; boxes lie inside the image."""
     shapes = []
     for i in range(12):
-        img, faces = tool.render(0, 'train', i, 128)
+        img, faces = synthetic.render(0, 'train', i, 128)
         shapes.append(img.shape)
         assert img.dtype == np.uint8 and img.shape[2] == 3 and max(img.shape[:2]) == 128
         assert min(img.shape[:2]) >= int(128 * 0.62)
@@ -104,17 +96,17 @@ def test_rendering_fills_the_requested_size(tool):
     assert len({s[:2] for s in shapes}) > 1  # sizes vary from image to image
 
 
-def test_val_ground_truth_is_the_official_layout(tmp_path, tool):
+def test_val_ground_truth_is_the_official_layout(tmp_path):
     """wider_face_val.mat and the easy/medium/hard gt_list files as the eval_tools hold them, read as
     PaddleDetection's WIDERFaceValDataset reads them (scipy loadmat, the same nesting)."""
     from scipy.io import loadmat
 
-    tool.make_dataset(str(tmp_path), train=0, val=12, size=160, seed=5, workers=1)
+    synthetic.make_dataset(str(tmp_path), train=0, val=12, size=160, seed=5, workers=1)
     folder = tmp_path / 'WIDER_val' / 'ground_truth'
     face = loadmat(str(folder / 'wider_face_val.mat'))
     records = WIDERFaceDataSet(str(tmp_path), 'WIDER_val/images', 'wider_face_split/wider_face_val_bbx_gt.txt')
     by_name = {os.path.splitext(os.path.basename(r['im_file']))[0]: r for r in records.get_roidb()}
-    subsets = {s: loadmat(str(folder / 'wider_{}_val.mat'.format(s)))['gt_list'] for s in tool.SUBSET_MIN_HEIGHT}
+    subsets = {s: loadmat(str(folder / 'wider_{}_val.mat'.format(s)))['gt_list'] for s in synthetic.SUBSET_MIN_HEIGHT}
     found = {}
     for e, event in enumerate(face['event_list'][:, 0]):
         for j, name in enumerate(face['file_list'][e, 0][:, 0]):
@@ -135,13 +127,13 @@ def test_val_ground_truth_is_the_official_layout(tmp_path, tool):
     assert sum(len(b) for b in found.values()) > 12
 
 
-def test_scenes_limit_what_is_drawn(tool):
+def test_scenes_limit_what_is_drawn():
     """The demo draws portraits and empty images only: few, large faces that a short training can learn."""
-    easy = [tool.render(3, 'train', i, 96, ('empty', 'portraits')) for i in range(40)]
+    easy = [synthetic.render(3, 'train', i, 96, ('empty', 'portraits')) for i in range(40)]
     assert all(len(faces) <= 3 for _, faces in easy)
     assert any(len(faces) == 0 for _, faces in easy) and any(len(faces) > 0 for _, faces in easy)
     small = min(min(f[2], f[3]) for _, faces in easy for f in faces)
-    crowd = [tool.render(3, 'train', i, 96, ('crowds',)) for i in range(10)]
+    crowd = [synthetic.render(3, 'train', i, 96, ('crowds',)) for i in range(10)]
     assert all(len(faces) >= 4 for _, faces in crowd)
     assert small > max(max(f[2], f[3]) for _, faces in crowd for f in faces) / 2
 
