@@ -10,7 +10,7 @@ import search_space  # noqa: F401  (registers BlazeFaceNasSpace in PaddleSlim)
 from ppdet.core.workspace import ConfigError, check_top_level_keys, create, load_config, merge_config
 from ppdet.slim.nas.constraint import CandidatePricer, Constraint, load_constraint_table, table_kernels
 from ppdet.slim.nas.controller import lease_seconds
-from ppdet.slim.nas.strategies import STRATEGIES
+from ppdet.slim.nas.strategies import STRATEGIES, setting
 from search_space import search_space_name
 
 __all__ = ['SearchSetup', 'load_search_config', 'SEARCH_KEYS']
@@ -23,7 +23,8 @@ SEARCH_KEYS = ('architecture', 'max_iters', 'use_gpu', 'log_smooth_window', 'log
                'strategy', 'storage', 'study_name', 'population_size', 'tournament_size', 'tpe_startup_trials',
                'heartbeat_interval', 'heartbeat_grace', 'client_lease')
 # Whole numbers >= 1 (strategy settings; see strategies/study.py for their defaults).
-POSITIVE_KEYS = ('population_size', 'tournament_size', 'tpe_startup_trials', 'heartbeat_interval', 'heartbeat_grace')
+POSITIVE_KEYS = ('population_size', 'tournament_size', 'tpe_startup_trials', 'heartbeat_interval',
+                 'heartbeat_grace')
 
 
 @dataclass
@@ -83,9 +84,10 @@ def _check_strategy_keys(path, cfg):
         value = cfg.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError('{}: {} is {!r}; it must be a whole number >= 1'.format(path, key, value))
-    if cfg.get('heartbeat_grace', 60) <= cfg.get('heartbeat_interval', 10):
+    grace, interval = setting(cfg, 'heartbeat_grace'), setting(cfg, 'heartbeat_interval')
+    if grace <= interval:
         raise ConfigError('{}: heartbeat_grace ({}) must exceed heartbeat_interval ({}), or every worker looks '
-                          'dead'.format(path, cfg.get('heartbeat_grace', 60), cfg.get('heartbeat_interval', 10)))
+                          'dead'.format(path, grace, interval))
     for key in ('storage', 'study_name'):
         if key in cfg and not (isinstance(cfg[key], str) and cfg[key]):
             raise ConfigError('{}: {} is {!r}; give a non-empty string{}'.format(

@@ -168,8 +168,13 @@ class Constraint:
         self.ctype, self.table_file = ctype, table_file
         self.max_constraint, self.min_constraint = max_constraint, min_constraint
 
+    @property
+    def metric(self):
+        """The price (and history column) the bounds apply to: 'flops' or 'latency_us'."""
+        return 'flops' if self.ctype == 'flops' else 'latency_us'
+
     def value(self, price):
-        return price.flops if self.ctype == 'flops' else price.latency_us
+        return getattr(price, self.metric)
 
     def admits(self, price):
         """True inside the bounds, False outside, None when the value is unknown (unpriced)."""

@@ -13,12 +13,13 @@ except ImportError:  # Windows: no POSIX locks; a resumed client then always sta
 from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.tokens import Tokens
 
-__all__ = ['atomic_write', 'write_csv', 'History', 'HISTORY_FIELDS', 'HISTORY_NAME', 'SaveError', 'claim_history', 'dead_histories',
-           'line_of', 'row_tokens']
+__all__ = ['atomic_write', 'write_csv', 'History', 'HISTORY_FIELDS', 'HISTORY_NAME', 'SaveError', 'claim_history',
+           'dead_histories', 'line_of', 'row_tokens', 'REWARDED']
 
 HISTORY_FIELDS = ['step', 'tokens', 'status', 'flops', 'params', 'latency_us', 'ap', 'train_seconds', 'client']
 HISTORY_NAME = 'search_history.csv'
 STATUSES = ('trained', 'failed', 'skipped', 'unpriced')
+REWARDED = ('trained', 'failed')  # the statuses of candidates that were trained and sent a reward
 HOST_CLIENT = 'host'
 
 
@@ -107,7 +108,7 @@ class History:
         try:
             int(row['step'])
             row_tokens(row)
-            if row['status'] in ('trained', 'failed'):
+            if row['status'] in REWARDED:
                 float(row['ap'])
         except ValueError:
             self._fail(line, 'step, tokens or ap is not a number ({!r}, {!r}, {!r})'.format(
@@ -120,7 +121,7 @@ class History:
         write_csv(self.path, HISTORY_FIELDS, self.rows)
 
     def rewarded(self):
-        return [r for r in self.rows if r['status'] in ('trained', 'failed')]
+        return [r for r in self.rows if r['status'] in REWARDED]
 
 
 def write_csv(path, fields, rows):

@@ -13,7 +13,7 @@ from ppdet.core.workspace import config_kwargs
 from ppdet.modeling.architectures.blazeface import DEFAULT_MIN_SIZES
 from ppdet.modeling.backbones.blazenet import blazenet_plan
 from ppdet.slim.nas.constraint import train_input_size
-from ppdet.slim.nas.files import atomic_write, write_csv
+from ppdet.slim.nas.files import REWARDED, atomic_write, write_csv
 from ppdet.slim.nas.tokens import Tokens
 from search_space.blazefacespace_nas import structure_block
 
@@ -171,9 +171,8 @@ def rewarded(rows, metric):
     """Trained candidates with an AP and a price in ``metric``, one per token vector (its best AP)."""
     best = {}
     for r in rows:
-        if r.get('status') in ('trained', 'failed') and r.get(metric) not in (None, '') and r.get('ap') not in (
-                None, ''):
-            key = Tokens.parse(r['tokens']) if isinstance(r['tokens'], str) else Tokens(r['tokens'])
+        if r.get('status') in REWARDED and r.get(metric) not in (None, '') and r.get('ap') not in (None, ''):
+            key = Tokens.parse(r['tokens'])
             if key not in best or float(r['ap']) > best[key][1]:
                 best[key] = (float(r[metric]), float(r['ap']), r)
     return [(cost, ap, tokens, r) for tokens, (cost, ap, r) in best.items()]
@@ -261,9 +260,10 @@ def write_report(save_dir, setup, strategy, ranked=None):
 
 
 def _log_front(rows, metric):
+    first, last = rows[0], rows[-1]
     logger.info('accuracy-%s front: %d point(s), from %s (AP %.4f) to %s (AP %.4f); each structure in pareto/',
-                'latency' if metric == 'latency_us' else 'FLOPs', len(rows), metric_text(metric, float(rows[0][metric])),
-                rows[0]['ap'], metric_text(metric, float(rows[-1][metric])), rows[-1]['ap'])
+                'latency' if metric == 'latency_us' else 'FLOPs', len(rows), metric_text(metric, float(first[metric])),
+                first['ap'], metric_text(metric, float(last[metric])), last['ap'])
     for row in rows:
         logger.info('  front point: %s, AP %.4f, tokens %s', metric_text(metric, float(row[metric])), row['ap'],
                     list(row['tokens']))

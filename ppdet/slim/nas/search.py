@@ -57,7 +57,6 @@ class NasSearch:
         self.max_skips = int(cfg.get('max_consecutive_skips', 10000))
         self.inherit = bool(cfg.get('inherit_weights', False))
         self.rerank_plan = RerankPlan.from_config(cfg)
-        self.metric = 'flops' if setup.constraint.ctype == 'flops' else 'latency_us'
         self.strategy = None
         if self.ranks.is_main:  # storage and controller problems are one line before any network is built
             self.strategy = make_strategy(setup, self.save_dir, resume_dir, local_worker)
@@ -126,15 +125,14 @@ class NasSearch:
             self.trainer.candidate(self.setup.pricer.blazenet_kwargs(tokens), None, seed)
 
     def _price(self, tokens):
-        price = self.setup.pricer.price(list(tokens))
-        admitted = self.setup.constraint.admits(price)
+        price, constraint = self.setup.pricer.price(list(tokens)), self.setup.constraint
+        admitted = constraint.admits(price)
         status = 'priced' if admitted else ('unpriced' if admitted is None else 'skipped')
         row = {'tokens': tokens, 'status': status, 'flops': price.flops, 'params': price.params,
                'latency_us': price.latency_us}
         if status != 'priced':
-            logger.info('candidate %s %s: %s %s (bounds %s..%s)%s', list(tokens), status, self.metric,
-                        self.setup.constraint.value(price), self.setup.constraint.min_constraint,
-                        self.setup.constraint.max_constraint,
+            logger.info('candidate %s %s: %s %s (bounds %s..%s)%s', list(tokens), status, constraint.metric,
+                        constraint.value(price), constraint.min_constraint, constraint.max_constraint,
                         '; missing table keys: {}'.format(', '.join(price.unpriced[:3])) if price.unpriced else '')
         return row
 

@@ -11,11 +11,19 @@ constraint or unpriced: no training, no step) or ``claim``s it, trains it and ``
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from ppdet.slim.nas.files import REWARDED
 from ppdet.slim.nas.tokens import Tokens
 
-__all__ = ['Job', 'Strategy', 'STRATEGIES', 'make_strategy']
+__all__ = ['Job', 'Strategy', 'STRATEGIES', 'SETTING_DEFAULTS', 'setting', 'make_strategy']
 
 STRATEGIES = ('sanas', 'random', 'evolution', 'tpe', 'nsga2')
+# strategy settings (config keys) and their defaults
+SETTING_DEFAULTS = {'study_name': 'blazeface-nas', 'population_size': 20, 'tournament_size': 5,
+                    'tpe_startup_trials': 10, 'heartbeat_interval': 10, 'heartbeat_grace': 60}
+
+
+def setting(cfg, key):
+    return cfg.get(key, SETTING_DEFAULTS[key])
 
 
 @dataclass
@@ -31,7 +39,8 @@ class Job:
 
 class Strategy:
     """The interface every strategy implements. ``rows()`` are history rows (``files.HISTORY_FIELDS``) of the whole
-    search; ``board()`` the ``JobBoard`` the final re-ranking is shared on (None: this process does not take part)."""
+    search; ``board()`` the ``JobBoard`` the final re-ranking is shared on (None: this process does not take part;
+    asked only when re-ranking is on)."""
     name = None
     metric = None  # the constraint's metric ('flops' or 'latency_us'): nsga2's second objective
     posts_rerank = True  # whether this process may post the re-ranking's jobs (sanas: only the host knows them)
@@ -68,7 +77,7 @@ class Strategy:
 
     def rewards(self):
         """(tokens, AP) of every rewarded candidate of the search."""
-        return [(Tokens.parse(r['tokens']), float(r['ap'])) for r in self.rows() if r['status'] in ('trained', 'failed')]
+        return [(Tokens.parse(r['tokens']), float(r['ap'])) for r in self.rows() if r['status'] in REWARDED]
 
     def best(self):
         rewards = self.rewards()

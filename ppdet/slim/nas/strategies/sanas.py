@@ -16,9 +16,9 @@ import optuna
 from ppdet.slim.nas.controller import DEFAULT_CONTROLLER_WAIT, SearchController
 from ppdet.slim.nas.files import History, claim_history, dead_histories
 from ppdet.slim.nas.inherit import parent_weights
-from ppdet.slim.nas.strategies import Job, Strategy
+from ppdet.slim.nas.strategies import Job, Strategy, setting
 from ppdet.slim.nas.strategies.storage import JobBoard, default_storage_url, open_storage
-from ppdet.slim.nas.strategies.study import STUDY_DEFAULTS, param_names
+from ppdet.slim.nas.strategies.study import param_names
 from ppdet.slim.nas.tokens import Tokens
 
 __all__ = ['SanasStrategy', 'MIRROR_STUDY']
@@ -35,7 +35,7 @@ class SanasStrategy(Strategy):
         cfg = setup.cfg
         resume = resume_dir is not None
         self.setup, self.save_dir = setup, save_dir
-        self.metric = 'flops' if setup.constraint.ctype == 'flops' else 'latency_us'
+        self.metric = setup.constraint.metric
         self.is_server = bool(cfg.get('is_server', True))
         self.shares_save_dir = self.is_server or local_worker
         self.max_client_wait = float(cfg.get('max_client_wait', 86400))
@@ -45,8 +45,7 @@ class SanasStrategy(Strategy):
             cfg.get('init_temperature'), cfg.get('reduce_rate', 0.85), int(cfg.get('search_steps', 300)), save_dir,
             resume_dir, self.history.owner, cfg.get('controller_wait', DEFAULT_CONTROLLER_WAIT),
             seed=int(cfg.get('seed', 0)), client_lease=cfg.get('client_lease'))
-        self.rerank = int(cfg.get('rerank_top_k', 0)) > 0 and int(cfg.get('rerank_seeds', 2)) > 0
-        self.interval = int(cfg.get('heartbeat_interval', STUDY_DEFAULTS['heartbeat_interval']))
+        self.interval = int(setting(cfg, 'heartbeat_interval'))
         self._storage = None
         if self.is_server and not resume:
             self._forget_earlier_study()
@@ -129,8 +128,8 @@ class SanasStrategy(Strategy):
     # --- the study file: mirror and re-ranking board
     def storage(self):
         if self._storage is None:
-            grace = int(self.setup.cfg.get('heartbeat_grace', STUDY_DEFAULTS['heartbeat_grace']))
-            self._storage = open_storage(default_storage_url(self.save_dir), self.interval, grace)
+            self._storage = open_storage(default_storage_url(self.save_dir), self.interval,
+                                         int(setting(self.setup.cfg, 'heartbeat_grace')))
         return self._storage
 
     def _forget_earlier_study(self):
@@ -160,7 +159,7 @@ class SanasStrategy(Strategy):
                                                       value=reward, user_attrs=attrs))
 
     def board(self):
-        if not (self.rerank and self.shares_save_dir):
+        if not self.shares_save_dir:
             return None
         return JobBoard(self.storage(), MIRROR_STUDY + '.rerank', self.interval)
 

@@ -122,7 +122,7 @@ class JobBoard:
         self.study = None
 
     def open(self):
-        """Load the board if it exists (True), else None; ``post`` creates it."""
+        """Load the board if it exists (True), else False; ``post`` creates it."""
         try:
             self.study = optuna.load_study(study_name=self.name, storage=self.storage)
         except KeyError:
@@ -182,7 +182,7 @@ class JobBoard:
     def wait_posted(self, poll=1.0, timeout=None):
         """Wait until the board exists and is posted (the host posts after the search); False at ``timeout``."""
         deadline = None if timeout is None else time.time() + timeout
-        while not (self.study is not None and self.posted() or self.open() and self.posted()):
+        while not ((self.study is not None or self.open()) and self.posted()):
             if deadline is not None and time.time() >= deadline:
                 return False
             time.sleep(poll)

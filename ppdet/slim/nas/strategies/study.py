@@ -23,19 +23,16 @@ from optuna.trial import TrialState
 
 from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.files import HISTORY_FIELDS, HISTORY_NAME, write_csv
-from ppdet.slim.nas.strategies import Job, Strategy
+from ppdet.slim.nas.strategies import Job, Strategy, setting
 from ppdet.slim.nas.strategies.evolution import RegularizedEvolutionSampler
 from ppdet.slim.nas.strategies.storage import (Heartbeat, JobBoard, ask_quietly, default_storage_url, fail_stale,
                                                fixed_params, open_storage, shown_url)
 from ppdet.slim.nas.tokens import Tokens
 from search_space.blazefacespace_nas import TOKEN_NAMES
 
-__all__ = ['StudyStrategy', 'SearchExhausted', 'param_names', 'STUDY_DEFAULTS']
+__all__ = ['StudyStrategy', 'SearchExhausted', 'param_names']
 
 logger = logging.getLogger(__name__)
-# strategy settings (config keys) and their defaults
-STUDY_DEFAULTS = {'study_name': 'blazeface-nas', 'population_size': 20, 'tournament_size': 5,
-                  'tpe_startup_trials': 10, 'heartbeat_interval': 10, 'heartbeat_grace': 60}
 MAX_DUPLICATES = 1000  # proposals in a row that were trained already: the space under the constraint is used up
 POLL = 1.0  # seconds between looks at the study while every step is trained or in training
 
@@ -48,22 +45,18 @@ def param_names(count):
     return ['t{}_{}'.format(i, name) for i, name in enumerate(TOKEN_NAMES[:count])]
 
 
-def _setting(cfg, key):
-    return cfg.get(key, STUDY_DEFAULTS[key])
-
-
 def make_sampler(name, cfg, ranges, seed):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)  # multivariate, constant_liar
         if name == 'random':
             return optuna.samplers.RandomSampler(seed=seed)
         if name == 'tpe':
-            return optuna.samplers.TPESampler(n_startup_trials=_setting(cfg, 'tpe_startup_trials'), multivariate=True,
+            return optuna.samplers.TPESampler(n_startup_trials=setting(cfg, 'tpe_startup_trials'), multivariate=True,
                                               constant_liar=True, seed=seed)
         if name == 'nsga2':
-            return optuna.samplers.NSGAIISampler(population_size=_setting(cfg, 'population_size'), seed=seed)
-        return RegularizedEvolutionSampler(param_names(len(ranges)), ranges, _setting(cfg, 'population_size'),
-                                           _setting(cfg, 'tournament_size'), seed)
+            return optuna.samplers.NSGAIISampler(population_size=setting(cfg, 'population_size'), seed=seed)
+        return RegularizedEvolutionSampler(param_names(len(ranges)), ranges, setting(cfg, 'population_size'),
+                                           setting(cfg, 'tournament_size'), seed)
 
 
 def search_signature(setup):
@@ -78,16 +71,16 @@ class StudyStrategy(Strategy):
     def __init__(self, setup, save_dir, resume, local_worker=False):
         cfg = setup.cfg
         self.name = cfg.get('strategy')
-        self.metric = 'flops' if setup.constraint.ctype == 'flops' else 'latency_us'
+        self.metric = setup.constraint.metric
         self.steps = int(cfg.get('search_steps', 300))
         self.ranges = list(setup.space.range_table())
         self.names = param_names(len(self.ranges))
         self.client = '{}_{}'.format(socket.gethostname(), os.getpid())
         self.given_storage = cfg.get('storage')
         self.url = self.given_storage or default_storage_url(save_dir)
-        self.interval = int(_setting(cfg, 'heartbeat_interval'))
-        self.storage = open_storage(self.url, self.interval, int(_setting(cfg, 'heartbeat_grace')))
-        self.study_name = str(_setting(cfg, 'study_name'))
+        self.interval = int(setting(cfg, 'heartbeat_interval'))
+        self.storage = open_storage(self.url, self.interval, int(setting(cfg, 'heartbeat_grace')))
+        self.study_name = str(setting(cfg, 'study_name'))
         created = self._open(setup, resume)
         seed = int(cfg.get('seed', 0))
         if not created and (local_worker or self.given_storage):
@@ -95,7 +88,6 @@ class StudyStrategy(Strategy):
             seed = int(np.random.SeedSequence([seed, zlib.crc32(self.client.encode())]).generate_state(1)[0])
         self.sampler = make_sampler(self.name, cfg, self.ranges, seed)
         self.study.sampler = self.sampler
-        self.rerank = int(cfg.get('rerank_top_k', 0)) > 0 and int(cfg.get('rerank_seeds', 2)) > 0
         self._duplicates = 0
 
     def _open(self, setup, resume):
@@ -259,7 +251,7 @@ class StudyStrategy(Strategy):
         return {'study {!r} (optuna-dashboard shows it)'.format(self.study_name): shown_url(self.url)}
 
     def board(self):
-        return JobBoard(self.storage, self.study_name + '.rerank', self.interval) if self.rerank else None
+        return JobBoard(self.storage, self.study_name + '.rerank', self.interval)
 
     def close(self):
         self.storage.remove_session()
