@@ -153,6 +153,8 @@ def test_a_resumed_study_trains_only_the_new_steps_and_a_new_search_there_is_ref
     assert run_search(config).returncode == 0
     again = run_search(config)
     assert again.returncode != 0 and 'resume it with -r' in again.stderr.strip().splitlines()[-1]
+    typo = run_search(config, '-r', save_dir + '-typo')
+    assert typo.returncode == 2 and 'no such directory' in typo.stderr.strip().splitlines()[-1], typo.stderr[-500:]
     out = run_search(config, '-r', save_dir, '-o', 'search_steps=3')
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stderr.count('----->>> search step') == 1  # the two rewarded before are not trained again

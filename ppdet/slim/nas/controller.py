@@ -43,7 +43,7 @@ import numpy as np
 from paddleslim.common import ControllerServer, SAController
 
 from ppdet.core.workspace import ConfigError
-from ppdet.slim.nas.files import SaveError, atomic_write, line_of
+from ppdet.slim.nas.files import SaveError, atomic_write, check_resume_dir, line_of
 from ppdet.slim.nas.tokens import Tokens
 
 __all__ = ['SearchController', 'ControllerGone', 'CHECKPOINT_NAME', 'resolve_server_ip', 'DEFAULT_CONTROLLER_WAIT',
@@ -563,8 +563,7 @@ def _tokens(text):
 def _load_scene(load_dir, ranges):
     """The controller state saved in ``load_dir`` (None when a search there was killed before its first
     candidate); a truncated or hand-edited file is a one-line error naming its line, never a silent restart."""
-    if not os.path.isdir(load_dir):
-        raise ConfigError('-r {}: no such directory; resume from the save_dir of an earlier search'.format(load_dir))
+    check_resume_dir(load_dir)
     path = os.path.join(load_dir, CHECKPOINT_NAME)
     if not os.path.isfile(path):
         logger.warning('-r %s: no %s yet (killed before the first candidate); the controller starts afresh',

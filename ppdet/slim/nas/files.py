@@ -14,7 +14,7 @@ from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.tokens import Tokens
 
 __all__ = ['atomic_write', 'write_csv', 'History', 'HISTORY_FIELDS', 'HISTORY_NAME', 'SaveError', 'claim_history',
-           'dead_histories', 'line_of', 'row_tokens', 'REWARDED']
+           'dead_histories', 'line_of', 'row_tokens', 'REWARDED', 'check_resume_dir']
 
 HISTORY_FIELDS = ['step', 'tokens', 'status', 'flops', 'params', 'latency_us', 'ap', 'train_seconds', 'client']
 HISTORY_NAME = 'search_history.csv'
@@ -61,6 +61,12 @@ def _fsync_dir(directory):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def check_resume_dir(path):
+    """``-r path`` must name an earlier search's save_dir: a typo is one line, never a search started afresh."""
+    if not os.path.isdir(path):
+        raise ConfigError('-r {}: no such directory; resume from the save_dir of an earlier search'.format(path))
 
 
 def line_of(text, needle):

@@ -108,4 +108,4 @@ def make_strategy(setup, save_dir, resume_dir=None, local_worker=False):
         from ppdet.slim.nas.strategies.sanas import SanasStrategy
         return SanasStrategy(setup, save_dir, resume_dir, local_worker)
     from ppdet.slim.nas.strategies.study import StudyStrategy
-    return StudyStrategy(setup, save_dir, resume_dir is not None, local_worker)
+    return StudyStrategy(setup, save_dir, resume_dir, local_worker)

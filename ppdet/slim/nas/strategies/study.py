@@ -22,7 +22,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ppdet.core.workspace import ConfigError
-from ppdet.slim.nas.files import HISTORY_FIELDS, HISTORY_NAME, write_csv
+from ppdet.slim.nas.files import HISTORY_FIELDS, HISTORY_NAME, check_resume_dir, write_csv
 from ppdet.slim.nas.strategies import Job, Strategy, setting
 from ppdet.slim.nas.strategies.evolution import RegularizedEvolutionSampler
 from ppdet.slim.nas.strategies.storage import (Heartbeat, JobBoard, ask_quietly, default_storage_url, fail_stale,
@@ -68,8 +68,11 @@ def search_signature(setup):
 
 
 class StudyStrategy(Strategy):
-    def __init__(self, setup, save_dir, resume, local_worker=False):
+    def __init__(self, setup, save_dir, resume_dir=None, local_worker=False):
+        """``resume_dir``: -r's save_dir (the study in the storage is what resumes)."""
         cfg = setup.cfg
+        if resume_dir is not None:
+            check_resume_dir(resume_dir)
         self.name = cfg.get('strategy')
         self.metric = setup.constraint.metric
         self.steps = int(cfg.get('search_steps', 300))
@@ -81,7 +84,7 @@ class StudyStrategy(Strategy):
         self.interval = int(setting(cfg, 'heartbeat_interval'))
         self.storage = open_storage(self.url, self.interval, int(setting(cfg, 'heartbeat_grace')))
         self.study_name = str(setting(cfg, 'study_name'))
-        created = self._open(setup, resume)
+        created = self._open(setup, resume_dir is not None)
         seed = int(cfg.get('seed', 0))
         if not created and (local_worker or self.given_storage):
             # one process alone replays a search from its seed; each worker that joins draws a stream of its own
