@@ -18,6 +18,10 @@ Each stage does what PaddleDetection 2.6's tool of the same name does (the wheel
   on with Paddle Inference and compare.
 
 2.6.0 trains, evaluates and exports on Paddle 3 with the fixes the Makefile applies (paddledet-2.6.0-paddle3.patch).
+The run is seeded as 2.6's ``tools/train.py --enable_ce`` seeds it (``ppdet.engine.env.set_random_seed(0)``: paddle,
+numpy and Python's generators; the reader runs in this process, worker_num=0). Unseeded, 2.6 draws the initial
+weights, the sampler's shuffle and the augmentations afresh each run, and a test of "the loss goes down" over 16
+iterations must not depend on the draw.
 
 Output, the only line on stdout: ``{"ppdet": path, "losses": [...], "checkpoint": path, "pred_files": n,
 "exported": folder, "reference": path}``.
@@ -115,6 +119,8 @@ def main(argv):
         where = os.path.realpath(os.path.dirname(ppdet.__file__))
         assert where.startswith(os.path.realpath(PADDLEDET_DIR) + os.sep), where
         paddle.set_device('cpu')
+        from ppdet.engine.env import set_random_seed
+        set_random_seed(0)  # tools/train.py --enable_ce
         cfg = load(path, options)
         losses = train(cfg)
         checkpoint = cfg.weights + '.pdparams'
