@@ -10,14 +10,21 @@ resumes (or extends, with larger counts) the file. The candidates are drawn with
 latency lies within +-5% of the demo's limit (the 45th percentile of the space as the table prices it, as
 ``make demo`` sets it), the band where a latency-limited search decides.
 
-It needs what ``make demo`` makes: dataset/demo_faces_96 and the demo's latency table of this machine. Each worker
-is a process of its own (``--serve``) with cores/workers math threads, training one candidate at a time.
+Latencies come from one fixed table, ``--table`` (bench/ground_truth_latency.txt): a table built on a shared VM
+moves by tens of percent between builds, and the band, the limit and every benchmark on this data must price alike
+on any machine. The first run copies the demo's table of this machine there (make demo builds it); commit it with
+the data. The jobs are ordered so that any prefix holds uniform and in-band candidates in proportion, each with
+both seeds, so a run stopped early is still a balanced sample.
+
+It needs dataset/demo_faces_96 (``make demo`` makes it). Each worker is a process of its own (``--serve``) with
+cores/workers math threads, training one candidate at a time.
 """
 import argparse
 import json
 import os
 import subprocess
 import sys
+import shutil
 import tempfile
 import threading
 import time
@@ -32,14 +39,35 @@ quiet_libraries()  # before paddle is imported (glog reads its level then)
 import numpy as np  # noqa: E402
 
 DEFAULT_OUT = os.path.join(REPO, 'bench', 'ground_truth.jsonl')
+DEFAULT_TABLE = os.path.join(REPO, 'bench', 'ground_truth_latency.txt')
 SEEDS = (0, 1)
 BAND = 0.05
 LIMIT_QUANTILE = 0.45  # make demo's limit
 
 
-def load_setup(config):
+def load_setup(config, table):
     from ppdet.slim.nas.config import load_search_config
-    return load_search_config(config, {'log_iter': 10 ** 9})
+    return load_search_config(config, {'log_iter': 10 ** 9, 'Constraint.table_file': table})
+
+
+def snapshot_table(config, table):
+    """The fixed table: made once from the config's (this machine's demo table) where it does not exist yet."""
+    if os.path.isfile(table):
+        return
+    from ppdet.slim.nas.config import load_search_config
+    source = load_search_config(config).cfg['Constraint']['table_file']
+    if not os.path.isfile(source):
+        sys.exit('{}: no latency table to start from; run `make demo` first (it builds {})'.format(table, source))
+    shutil.copyfile(source, table)
+    print('froze {} as {}: commit it with the data'.format(source, table), flush=True)
+
+
+def interleave(chosen, uniform):
+    """Uniform and extra in-band candidates merged in proportion, so any prefix of the work is a balanced sample."""
+    first, extra = chosen[:uniform], chosen[uniform:]
+    merged = sorted([(i / len(first), c) for i, c in enumerate(first)] +
+                    [((i + 0.5) / len(extra), c) for i, c in enumerate(extra)], key=lambda p: p[0])
+    return [c for _, c in merged]
 
 
 def demo_limit(setup):
@@ -50,8 +78,8 @@ def demo_limit(setup):
 
 
 def choose(setup, candidates, band, sample_seed):
-    """(tokens, in_band) pairs: ``candidates`` uniform priced ones, then ``band`` within +-5% of the demo's limit,
-    all distinct. The same arguments give the same list, and a larger count extends it."""
+    """(tokens, in_band) pairs: ``candidates`` uniform priced ones, then more within +-5% of the demo's limit until
+    ``band`` are, all distinct. The same arguments give the same list, and a larger count extends it."""
     limit = demo_limit(setup)
     rng = np.random.default_rng(sample_seed)
     ranges = setup.space.range_table()
@@ -86,12 +114,12 @@ def done_keys(path):
     return keys
 
 
-def serve(config):
+def serve(config, table):
     """A worker: read ``tokens;seed`` lines, train each as a demo step does, write one JSON result line each."""
     from ppdet.slim.nas.candidate import CandidateTrainer
     from ppdet.utils.logs import setup_logging
     setup_logging()
-    setup = load_setup(config)
+    setup = load_setup(config, table)
     trainer = CandidateTrainer(setup.cfg, 'cpu', seed=0)
     for line in sys.stdin:
         tokens, seed = json.loads(line)
@@ -106,8 +134,9 @@ def serve(config):
 class Runner:
     """Hands jobs to worker processes, appends each result to the file as it comes, prints progress and eta."""
 
-    def __init__(self, jobs, out, config, workers, band_of):
+    def __init__(self, jobs, out, config, table, workers, band_of):
         self.jobs, self.out, self.config, self.workers, self.band_of = list(jobs), out, config, workers, band_of
+        self.table = table
         self.lock, self.done, self.start, self.total = threading.Lock(), 0, time.time(), len(self.jobs)
 
     def _next(self):
@@ -131,7 +160,8 @@ class Runner:
     def _work(self):
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        proc = subprocess.Popen([sys.executable, __file__, '--serve', '--config', self.config], env=env, text=True,
+        proc = subprocess.Popen([sys.executable, __file__, '--serve', '--config', self.config, '--table', self.table],
+                                env=env, text=True,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         try:
             while True:
@@ -164,17 +194,20 @@ def main():
     parser.add_argument('--sample-seed', type=int, default=20)
     parser.add_argument('--workers', type=int, default=2)
     parser.add_argument('--out', default=DEFAULT_OUT)
+    parser.add_argument('--table', default=DEFAULT_TABLE, help='the fixed latency table (made once, see above)')
     parser.add_argument('--serve', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        return serve(args.config)
-    setup = load_setup(args.config)
+        return serve(args.config, args.table)
+    snapshot_table(args.config, args.table)
+    setup = load_setup(args.config, args.table)
     chosen, limit = choose(setup, args.candidates, args.band, args.sample_seed)
+    chosen = interleave(chosen, args.candidates)
     done = done_keys(args.out)
     jobs = [(list(t), s) for t, _ in chosen for s in SEEDS if (t, s) not in done]
     print('{} candidates ({} within +-5% of the demo limit {:.0f} us), {} trainings to do, {} done before'.format(
         len(chosen), sum(b for _, b in chosen), limit, len(jobs), len(done)), flush=True)
-    Runner(jobs, args.out, args.config, args.workers, dict(chosen)).run()
+    Runner(jobs, args.out, args.config, args.table, args.workers, dict(chosen)).run()
 
 
 if __name__ == '__main__':
