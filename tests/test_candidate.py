@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from ppdet.slim.nas.candidate import CandidateTrainer, select_device
+from ppdet.slim.nas.candidate import CandidateTrainer, PruningCheck, select_device
 from ppdet.slim.nas.config import load_search_config
 from search_fixtures import tiny_config, tiny_dataset
 
@@ -52,3 +52,23 @@ def test_trained_candidate_is_evaluated(setup, tmp_path):
     result = trainer.run(model, str(tmp_path / 'c'))
     assert result.status == 'trained' and 0.0 <= result.ap <= 1.0 and math.isfinite(result.train_seconds)
     assert (tmp_path / 'c' / 'model_final.pdparams').is_file()
+
+
+def test_a_pruning_check_looks_at_the_ap_before_the_end_and_can_stop_the_training(setup, tmp_path):
+    trainer = CandidateTrainer(setup.cfg, 'cpu')
+    trainer.max_iters = 6
+    looks = []
+
+    def never(iteration, ap):
+        looks.append((iteration, ap))
+        return False
+
+    kwargs = setup.pricer.blazenet_kwargs(PUBLISHED)
+    result = trainer.candidate(kwargs, str(tmp_path / 'on'), check=PruningCheck(2, never))
+    assert result.status == 'trained' and [i for i, _ in looks] == [2, 4]  # not at the end: the final AP is that
+    assert all(0.0 <= ap <= 1.0 for _, ap in looks)
+    looks.clear()
+    stopped = PruningCheck(2, lambda iteration, ap: looks.append(iteration) or True)
+    result = trainer.candidate(kwargs, str(tmp_path / 'off'), check=stopped)
+    assert result.status == 'pruned' and looks == [2] and stopped.pruned == (2, result.ap)
+    assert not (tmp_path / 'off').exists()  # a pruned candidate saves no weights

@@ -271,3 +271,55 @@ def test_two_machines_on_one_postgresql_study_one_killed_mid_training(tmp_path, 
     retried = [t for t in complete if t.system_attrs.get('failed_trial') == lost[0].number]
     assert len(retried) == 1 and retried[0].params == lost[0].params
     assert not wait_until_gone(str(tmp_path / 'b'), timeout=10), 'the killed machine left processes running'
+
+
+# --- pruning (pruner): Optuna's pruners on intermediate AP, for random, evolution and tpe
+def _priced_row(setup, job):
+    price = setup.pricer.price(list(job.tokens))
+    return {'tokens': job.tokens, 'status': 'priced', 'flops': price.flops, 'params': price.params,
+            'latency_us': price.latency_us}
+
+
+def test_a_candidate_below_the_median_is_pruned_and_uses_a_step_but_is_never_the_best(tmp_path, dataset):
+    from ppdet.slim.nas.config import load_search_config
+    from ppdet.slim.nas.strategies import make_strategy
+    config = tiny_config(tmp_path, dataset, strategy='random', search_steps=7, pruner='median', max_iters=30,
+                         prune_interval=10)
+    setup = load_search_config(config)
+    strategy = make_strategy(setup, str(tmp_path / 'out'))
+    assert strategy.prunes
+    for i, intermediate in enumerate([0.5, 0.6, 0.4, 0.5, 0.7, 0.9, 0.1]):
+        job = strategy.ask()
+        row = _priced_row(setup, job)
+        assert strategy.claim(job, row)
+        stop = strategy.should_prune(job, 10, intermediate)
+        assert stop == (i == 6), (i, stop)  # the first 5 finish before the median is used; 0.9 is above it
+        strategy.tell(job, dict(row, status='pruned' if stop else 'trained', ap=0.1 if stop else intermediate + 0.1))
+    assert strategy.ask() is None and strategy.progress() == 7  # the pruned candidate used the last step
+    rows = strategy.rows()
+    assert [r['status'] for r in rows].count('pruned') == 1
+    assert [float(r['ap']) for r in rows if r['status'] == 'pruned'] == [0.1]
+    assert len(strategy.rewards()) == 6 and strategy.best()[1] == pytest.approx(1.0)
+    strategy.close()
+
+
+def test_a_pruned_search_evaluates_its_candidates_part_way(tmp_path, dataset):
+    """The real loop: every candidate reports its AP at the interval before the end, in the study and the log."""
+    config = tiny_config(tmp_path, dataset, strategy='tpe', search_steps=3, max_iters=2, prune_interval=1,
+                         pruner='hyperband', tpe_startup_trials=1)
+    out = run_search(config)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stderr.count('iter: 1, intermediate AP') == 3
+    trials = _study(str(tmp_path / 'out')).get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(trials) == 3 and all(list(t.intermediate_values) == [1] for t in trials)
+
+
+@pytest.mark.parametrize('values, says', [
+    ({'strategy': 'random', 'pruner': 'asha'}, "pruner is 'asha'; use one of none, median"),
+    ({'strategy': 'sanas', 'pruner': 'median'}, 'pruner median works with the single-objective study strategies'),
+    ({'strategy': 'nsga2', 'pruner': 'hyperband'}, 'not strategy nsga2'),
+    ({'strategy': 'tpe', 'pruner': 'median', 'prune_interval': 3}, 'prune_interval is 3; it must be a whole number'),
+])
+def test_a_pruner_that_cannot_work_is_one_line(tmp_path, dataset, values, says):
+    out = run_search(tiny_config(tmp_path, dataset, **values))
+    assert out.returncode != 0 and says in out.stderr.strip().splitlines()[-1], out.stderr[-1000:]

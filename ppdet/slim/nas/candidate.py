@@ -3,13 +3,14 @@
 Training follows the original loop: RMSProp with L2 and the piecewise LR from the config, a median-smoothed
 log line every ``log_iter`` iterations, ``model_final`` saved at the end, then AP@0.5 over the eval set.
 """
+import contextlib
 import logging
 import math
 import os
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import paddle
@@ -22,14 +23,26 @@ from ppdet.slim.nas.inherit import inherit_weights
 from ppdet.slim.nas.metrics import APAccumulator
 from ppdet.utils.stats import TrainingStats, eta_string
 
-__all__ = ['CandidateResult', 'CandidateTrainer', 'select_device']
+__all__ = ['CandidateResult', 'CandidateTrainer', 'PruningCheck', 'select_device']
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
+class PruningCheck:
+    """Early stopping of a poor candidate (``pruner``): every ``interval`` iterations before the last, its AP is
+    evaluated and ``stop(iteration, ap)`` decides whether it trains on; ``pruned`` is then (iteration, ap)."""
+    interval: int
+    stop: Callable[[int, float], bool]
+    pruned: Optional[Tuple[int, float]] = None
+
+    def due(self, iteration, max_iters):
+        return iteration % self.interval == 0 and iteration < max_iters
+
+
+@dataclass
 class CandidateResult:
-    status: str                 # 'trained' or 'failed' (non-finite loss)
+    status: str                 # 'trained', 'failed' (non-finite loss) or 'pruned' (stopped by a PruningCheck)
     ap: float
     train_seconds: float
     weights: Optional[str] = None
@@ -68,28 +81,31 @@ class CandidateTrainer:
         backbone = create('BlazeNet', self.cfg, **blazenet_kwargs)
         return create('BlazeFace', self.cfg, backbone=backbone)
 
-    def candidate(self, blazenet_kwargs, out_dir, seed=None, parent=None):
+    def candidate(self, blazenet_kwargs, out_dir, seed=None, parent=None, check=None):
         """What a search step does with one candidate: build it (``seed``: its initial weights and data order,
-        the trainer's by default), start it from the weights of ``parent`` (an ``inherit.Parent``) if given, train,
-        save and evaluate."""
+        the trainer's by default), start it from the weights of ``parent`` (an ``inherit.Parent``) if given, train
+        (stopped early if ``check``, a PruningCheck, says so), save and evaluate."""
         trained = None
         if parent is not None:  # built first, so that the candidate's own initialisation is the usual one
             trained = self.build(parent.blazenet_kwargs)
             trained.set_state_dict(paddle.load(parent.weights))
         model = self.build(blazenet_kwargs, seed)
         inherited = inherit_weights(model, trained) if trained is not None else None
-        result = self.run(model, out_dir, seed)
+        result = self.run(model, out_dir, seed, check)
         result.inherited = inherited
         return result
 
-    def run(self, model, out_dir, seed=None):
-        """Train, save ``model_final`` under ``out_dir``, evaluate; a non-finite loss ends it as 'failed'.
-        Weights that cannot be written (disk full) raise SaveError: the search stops rather than go on blind."""
+    def run(self, model, out_dir, seed=None, check=None):
+        """Train, save ``model_final`` under ``out_dir``, evaluate; a non-finite loss ends it as 'failed', a
+        ``check`` that stops it as 'pruned' (its last AP, no weights saved). Weights that cannot be written (disk
+        full) raise SaveError: the search stops rather than go on blind."""
         start = time.time()
-        trained = self.train(model, seed)
+        trained = self.train(model, seed, check)
         seconds = time.time() - start
         if not trained:
             return CandidateResult('failed', 0.0, seconds)
+        if check is not None and check.pruned is not None:
+            return CandidateResult('pruned', check.pruned[1], seconds)
         if not self.ranks.is_main:
             return CandidateResult('trained', 0.0, seconds)
         weights = os.path.join(out_dir, 'model_final.pdparams')
@@ -104,9 +120,10 @@ class CandidateTrainer:
         lr = create('LearningRate', self.cfg)(budget=self.max_iters)
         return lr, create('OptimizerBuilder', self.cfg)(lr, model.parameters())
 
-    def train(self, model, seed=None):
+    def train(self, model, seed=None, check=None):
         """``max_iters`` iterations; False as soon as the loss is not finite. ``seed``: of the data order (the
-        trainer's by default)."""
+        trainer's by default). ``check``: a PruningCheck, which may end the training early (True; it records
+        where)."""
         seed = self.seed if seed is None else seed
         model.train()
         lr, optimizer = self._optimizer(model)
@@ -117,21 +134,32 @@ class CandidateTrainer:
         step_model = self.ranks.wrap(_LossOf(model))
         step_times = []
         tick = time.time()
-        for it, batch in enumerate(reader):
-            loss = self._step(step_model, optimizer, scaler, batch)
-            if not math.isfinite(loss):
-                logger.warning('iter: %d, loss is %s: candidate failed', it, loss)
-                return False
-            lr.step()
-            stats.update({'loss': loss})
-            now = time.time()
-            step_times = (step_times + [now - tick])[-self.window:]
-            tick = now
-            if self.ranks.is_main and (it % self.log_iter == 0 or it == self.max_iters - 1):
-                per_iter = float(np.mean(step_times))
-                logger.info('iter: %d, lr: %.6f, %s, time: %.3f, eta: %s', it, optimizer.get_lr(), stats.log(),
-                            per_iter, eta_string((self.max_iters - it - 1) * per_iter))
+        with contextlib.closing(iter(reader)) as batches:  # a pruned candidate stops its data workers now
+            for it, batch in enumerate(batches):
+                loss = self._step(step_model, optimizer, scaler, batch)
+                if not math.isfinite(loss):
+                    logger.warning('iter: %d, loss is %s: candidate failed', it, loss)
+                    return False
+                lr.step()
+                stats.update({'loss': loss})
+                now = time.time()
+                step_times = (step_times + [now - tick])[-self.window:]
+                tick = now
+                if self.ranks.is_main and (it % self.log_iter == 0 or it == self.max_iters - 1):
+                    per_iter = float(np.mean(step_times))
+                    logger.info('iter: %d, lr: %.6f, %s, time: %.3f, eta: %s', it, optimizer.get_lr(), stats.log(),
+                                per_iter, eta_string((self.max_iters - it - 1) * per_iter))
+                if check is not None and check.due(it + 1, self.max_iters) and self._pruned(model, check, it + 1):
+                    return True
         return True
+
+    def _pruned(self, model, check, iteration):
+        ap = self.evaluate(model)
+        stop = check.stop(iteration, ap)
+        logger.info('iter: %d, intermediate AP %.4f: %s', iteration, ap, 'pruned' if stop else 'trains on')
+        if stop:
+            check.pruned = (iteration, ap)
+        return stop
 
     def _step(self, step_model, optimizer, scaler, batch):
         tensors = {k: paddle.to_tensor(batch[k]) for k in ('image', 'gt_bbox', 'gt_class', 'gt_num')}

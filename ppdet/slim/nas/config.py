@@ -10,7 +10,7 @@ import search_space  # noqa: F401  (registers BlazeFaceNasSpace in PaddleSlim)
 from ppdet.core.workspace import ConfigError, check_top_level_keys, create, load_config, merge_config
 from ppdet.slim.nas.constraint import CandidatePricer, Constraint, load_constraint_table, table_kernels
 from ppdet.slim.nas.controller import lease_seconds
-from ppdet.slim.nas.strategies import STRATEGIES, setting
+from ppdet.slim.nas.strategies import PRUNERS, PRUNING_STRATEGIES, STRATEGIES, setting
 from search_space import search_space_name
 
 __all__ = ['SearchSetup', 'load_search_config', 'SEARCH_KEYS']
@@ -21,7 +21,7 @@ SEARCH_KEYS = ('architecture', 'max_iters', 'use_gpu', 'log_smooth_window', 'log
                'server_port', 'search_space', 'TrainReader', 'EvalReader', 'max_consecutive_skips', 'seed',
                'max_client_wait', 'controller_wait', 'workers', 'inherit_weights', 'rerank_top_k', 'rerank_seeds',
                'strategy', 'storage', 'study_name', 'population_size', 'tournament_size', 'tpe_startup_trials',
-               'heartbeat_interval', 'heartbeat_grace', 'client_lease')
+               'heartbeat_interval', 'heartbeat_grace', 'client_lease', 'pruner', 'prune_interval')
 # Whole numbers >= 1 (strategy settings; see strategies/study.py for their defaults).
 POSITIVE_KEYS = ('population_size', 'tournament_size', 'tpe_startup_trials', 'heartbeat_interval',
                  'heartbeat_grace')
@@ -76,6 +76,20 @@ def load_search_config(path, overrides=None):
     return SearchSetup(cfg, constraint, name, space, pricer, note)
 
 
+def _check_pruner(path, cfg, strategy):
+    pruner = setting(cfg, 'pruner')
+    if pruner not in PRUNERS:
+        raise ConfigError('{}: pruner is {!r}; use one of {}'.format(path, pruner, ', '.join(PRUNERS)))
+    if pruner != 'none' and strategy not in PRUNING_STRATEGIES:
+        raise ConfigError('{}: pruner {} works with the single-objective study strategies ({}), not strategy {}; '
+                          'set pruner: none or change the strategy'.format(path, pruner, ', '.join(PRUNING_STRATEGIES),
+                                                                            strategy))
+    interval, iters = cfg.get('prune_interval', 1), int(cfg.get('max_iters', 5000))
+    if isinstance(interval, bool) or not isinstance(interval, int) or not 1 <= interval < iters:
+        raise ConfigError('{}: prune_interval is {!r}; it must be a whole number of iterations from 1 to max_iters - '
+                          '1 ({})'.format(path, interval, iters - 1))
+
+
 def _check_strategy_keys(path, cfg):
     strategy = cfg.get('strategy', 'sanas')
     if strategy not in STRATEGIES:
@@ -92,6 +106,7 @@ def _check_strategy_keys(path, cfg):
         if key in cfg and not (isinstance(cfg[key], str) and cfg[key]):
             raise ConfigError('{}: {} is {!r}; give a non-empty string{}'.format(
                 path, key, cfg[key], ' (e.g. postgresql://user:password@host/db)' if key == 'storage' else ''))
+    _check_pruner(path, cfg, strategy)
     if 'storage' in cfg and strategy == 'sanas':
         raise ConfigError('{}: storage is set but strategy is sanas, whose record is its controller; choose a '
                           'strategy of {} to search on a storage'.format(path, ', '.join(STRATEGIES[1:])))

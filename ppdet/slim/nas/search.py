@@ -18,7 +18,8 @@ import logging
 import os
 import time
 
-from ppdet.slim.nas.candidate import CandidateTrainer, select_device
+from ppdet.core.workspace import ConfigError
+from ppdet.slim.nas.candidate import CandidateTrainer, PruningCheck, select_device
 from ppdet.slim.nas.controller import ControllerGone
 from ppdet.slim.nas.distributed import Ranks
 from ppdet.slim.nas.files import SaveError
@@ -26,7 +27,7 @@ from ppdet.slim.nas.inherit import Parent, parent_weights
 from ppdet.slim.nas.preflight import check_search_inputs
 from ppdet.slim.nas.report import write_report
 from ppdet.slim.nas.rerank import RerankPlan, rank, rerank_jobs, write_rerank_csv
-from ppdet.slim.nas.strategies import make_strategy
+from ppdet.slim.nas.strategies import make_strategy, prune_interval, setting
 from ppdet.slim.nas.strategies.study import SearchExhausted
 from ppdet.slim.nas.tokens import Tokens
 from ppdet.utils.stats import eta_string
@@ -57,6 +58,10 @@ class NasSearch:
         self.max_skips = int(cfg.get('max_consecutive_skips', 10000))
         self.inherit = bool(cfg.get('inherit_weights', False))
         self.rerank_plan = RerankPlan.from_config(cfg)
+        self.prune_interval = prune_interval(cfg)
+        if setting(cfg, 'pruner') != 'none' and self.ranks.world_size > 1:
+            raise ConfigError('pruner {} stops a candidate on rank 0 only; with a multi-process launch set pruner: '
+                              'none'.format(setting(cfg, 'pruner')))
         self.strategy = None
         if self.ranks.is_main:  # storage and controller problems are one line before any network is built
             self.strategy = make_strategy(setup, self.save_dir, resume_dir, local_worker)
@@ -122,7 +127,7 @@ class NasSearch:
             if job is None:
                 return None, None
             tokens, seed = job
-            self.trainer.candidate(self.setup.pricer.blazenet_kwargs(tokens), None, seed)
+            self.train_candidate(tokens, None, seed)
 
     def _price(self, tokens):
         price, constraint = self.setup.pricer.price(list(tokens)), self.setup.constraint
@@ -140,9 +145,20 @@ class NasSearch:
         logger.info('----->>> search step %d/%d: tokens %s <<<------', self.strategy.progress() + 1,
                     self.search_steps, list(job.tokens))
         out_dir = os.path.join(self.save_dir, 'candidates', '{:04d}_{}'.format(job.step, job.tokens.folder))
-        result = self.trainer.candidate(self.setup.pricer.blazenet_kwargs(list(job.tokens)), out_dir,
-                                        parent=self._parent(job))
+        result = self.train_candidate(job.tokens, out_dir, parent=self._parent(job), check=self._pruning_check(job))
         return {'status': result.status, 'ap': result.ap, 'train_seconds': result.train_seconds}
+
+    def train_candidate(self, tokens, out_dir, seed=None, parent=None, check=None):
+        """One training of ``tokens`` (a search step, a re-ranking job, a follower rank's share): a
+        ``CandidateResult``. bench/strategy_quality.py overrides it with a surrogate's draw, to measure the
+        strategies through this same loop at budgets real trainings cannot afford."""
+        return self.trainer.candidate(self.setup.pricer.blazenet_kwargs(list(tokens)), out_dir, seed, parent, check)
+
+    def _pruning_check(self, job):
+        """With ``pruner``: the strategy decides every ``prune_interval`` iterations whether ``job`` trains on."""
+        if not self.strategy.prunes:
+            return None
+        return PruningCheck(self.prune_interval, lambda iteration, ap: self.strategy.should_prune(job, iteration, ap))
 
     def _parent(self, job):
         """With ``inherit_weights``: the saved weights of the strategy's parent of ``job`` if trained on this
@@ -200,6 +216,6 @@ class NasSearch:
             _, tokens, seed, _ = job
             self.ranks.broadcast((tokens, seed))
             out_dir = os.path.join(self.save_dir, 'rerank', '{}_seed{}'.format(Tokens(tokens).folder, seed))
-            result = self.trainer.candidate(self.setup.pricer.blazenet_kwargs(tokens), out_dir, seed)
+            result = self.train_candidate(tokens, out_dir, seed)
             board.done(job, result.ap, result.train_seconds)
             logger.info('re-ranking: %s seed %d: AP %.4f', tokens, seed, result.ap)

@@ -14,16 +14,26 @@ from typing import Any, Optional
 from ppdet.slim.nas.files import REWARDED
 from ppdet.slim.nas.tokens import Tokens
 
-__all__ = ['Job', 'Strategy', 'STRATEGIES', 'SETTING_DEFAULTS', 'setting', 'make_strategy']
+__all__ = ['Job', 'Strategy', 'STRATEGIES', 'PRUNERS', 'PRUNING_STRATEGIES', 'SETTING_DEFAULTS', 'setting',
+           'prune_interval', 'make_strategy']
 
 STRATEGIES = ('sanas', 'random', 'evolution', 'tpe', 'nsga2')
+# early stopping of poor candidates (Optuna's pruners), for the single-objective study strategies
+PRUNERS = ('none', 'median', 'successive_halving', 'hyperband')
+PRUNING_STRATEGIES = ('random', 'evolution', 'tpe')
 # strategy settings (config keys) and their defaults
 SETTING_DEFAULTS = {'study_name': 'blazeface-nas', 'population_size': 20, 'tournament_size': 5,
-                    'tpe_startup_trials': 10, 'heartbeat_interval': 10, 'heartbeat_grace': 60}
+                    'tpe_startup_trials': 10, 'heartbeat_interval': 10, 'heartbeat_grace': 60, 'pruner': 'none'}
 
 
 def setting(cfg, key):
     return cfg.get(key, SETTING_DEFAULTS[key])
+
+
+def prune_interval(cfg):
+    """Iterations between a pruned search's intermediate evaluations: ``prune_interval``, else a third of
+    ``max_iters`` (two looks before the end)."""
+    return int(cfg.get('prune_interval', max(int(cfg.get('max_iters', 5000)) // 3, 1)))
 
 
 @dataclass
@@ -44,6 +54,7 @@ class Strategy:
     name = None
     metric = None  # the constraint's metric ('flops' or 'latency_us'): nsga2's second objective
     posts_rerank = True  # whether this process may post the re-ranking's jobs (sanas: only the host knows them)
+    prunes = False  # whether ``should_prune`` is asked during trainings (``pruner``)
 
     def connect(self):
         """Before the first ask: reach the controller or storage, send what a restarted worker owes it."""
@@ -61,8 +72,13 @@ class Strategy:
         return True
 
     def tell(self, job, row):
-        """``job`` was trained: ``row`` holds its AP (the reward) and its price."""
+        """``job`` was trained: ``row`` holds its AP (the reward) and its price; status 'pruned': it was stopped
+        early, its AP is the last intermediate one."""
         raise NotImplementedError
+
+    def should_prune(self, job, iteration, ap):
+        """``job``'s AP after ``iteration`` iterations: True to stop its training (asked only if ``prunes``)."""
+        return False
 
     def progress(self):
         """Rewards so far of the whole search (every worker)."""

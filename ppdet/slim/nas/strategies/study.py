@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.files import HISTORY_FIELDS, HISTORY_NAME, check_resume_dir, write_csv
-from ppdet.slim.nas.strategies import Job, Strategy, setting
+from ppdet.slim.nas.strategies import Job, Strategy, prune_interval, setting
 from ppdet.slim.nas.strategies.evolution import RegularizedEvolutionSampler
 from ppdet.slim.nas.strategies.storage import (Heartbeat, JobBoard, ask_quietly, default_storage_url, fail_stale,
                                                fixed_params, open_storage, shown_url)
@@ -35,6 +35,7 @@ __all__ = ['StudyStrategy', 'SearchExhausted', 'param_names']
 logger = logging.getLogger(__name__)
 MAX_DUPLICATES = 1000  # proposals in a row that were trained already: the space under the constraint is used up
 POLL = 1.0  # seconds between looks at the study while every step is trained or in training
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # the trials that used a step (a pruned one was trained part way)
 
 
 class SearchExhausted(RuntimeError):
@@ -57,6 +58,20 @@ def make_sampler(name, cfg, ranges, seed):
             return optuna.samplers.NSGAIISampler(population_size=setting(cfg, 'population_size'), seed=seed)
         return RegularizedEvolutionSampler(param_names(len(ranges)), ranges, setting(cfg, 'population_size'),
                                            setting(cfg, 'tournament_size'), seed)
+
+
+def make_pruner(cfg):
+    """Optuna's pruner the ``pruner`` key names; steps are training iterations, looked at every
+    ``prune_interval``."""
+    name, interval = setting(cfg, 'pruner'), prune_interval(cfg)
+    if name == 'median':  # below the median of earlier candidates at the same iteration, after 5 finished
+        return optuna.pruners.MedianPruner(n_startup_trials=5)
+    if name == 'successive_halving':
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=interval, reduction_factor=3)
+    if name == 'hyperband':
+        return optuna.pruners.HyperbandPruner(min_resource=interval, max_resource=int(cfg.get('max_iters', 5000)),
+                                              reduction_factor=3)
+    return optuna.pruners.NopPruner()
 
 
 def search_signature(setup):
@@ -91,6 +106,8 @@ class StudyStrategy(Strategy):
             seed = int(np.random.SeedSequence([seed, zlib.crc32(self.client.encode())]).generate_state(1)[0])
         self.sampler = make_sampler(self.name, cfg, self.ranges, seed)
         self.study.sampler = self.sampler
+        self.study.pruner = make_pruner(cfg)
+        self.prunes = setting(cfg, 'pruner') != 'none'
         self._duplicates = 0
 
     def _open(self, setup, resume):
@@ -141,13 +158,13 @@ class StudyStrategy(Strategy):
         return [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get('status') == 'training']
 
     def progress(self):
-        return len(self._trials(TrialState.COMPLETE))
+        return len(self._trials(*FINISHED))
 
     def ask(self):
         waiting = None
         while True:
             trials = self._trials()
-            done = sum(t.state == TrialState.COMPLETE for t in trials)
+            done = sum(t.state in FINISHED for t in trials)
             if done >= self.steps:
                 return None
             training = len(self._in_training(trials))
@@ -160,7 +177,7 @@ class StudyStrategy(Strategy):
                 continue
             trial = ask_quietly(self.study)
             tokens = Tokens(trial.suggest_int(name, 0, r - 1) for name, r in zip(self.names, self.ranges))
-            taken = {self._tokens(t) for t in trials if t.state == TrialState.COMPLETE} | {
+            taken = {self._tokens(t) for t in trials if t.state in FINISHED} | {
                 self._tokens(t) for t in self._in_training(trials)}
             if tokens in taken:
                 self._give_back(trial, 'duplicate')
@@ -205,7 +222,7 @@ class StudyStrategy(Strategy):
         self._record(trial, dict(row, status='training'))
         trials = self._trials()
         ahead = [t for t in self._in_training(trials) if t._trial_id < trial._trial_id]
-        if sum(t.state == TrialState.COMPLETE for t in trials) + len(ahead) < self.steps:
+        if sum(t.state in FINISHED for t in trials) + len(ahead) < self.steps:
             return True
         heartbeat.stop()
         if fixed_params(self.storage, trial) is not None:
@@ -219,10 +236,18 @@ class StudyStrategy(Strategy):
         self._record(trial, row)
         values = [row['ap'], row[self.metric]] if self.name == 'nsga2' else row['ap']
         try:
-            self.study.tell(trial, values)
+            if row['status'] == 'pruned':
+                self.study.tell(trial, state=TrialState.PRUNED)
+            else:
+                self.study.tell(trial, values)
         except (RuntimeError, ValueError) as e:  # failed meanwhile (its heartbeat lapsed): its retry trains it
             logger.warning('the reward of %s came after the study gave its trial %d up (%s); it is not counted, '
                            'its re-queued trial trains it again', job.tokens, trial.number, e)
+
+    def should_prune(self, job, iteration, ap):
+        trial, _ = job.handle
+        trial.report(ap, iteration)
+        return trial.should_prune()
 
     @staticmethod
     def _record(trial, row):
@@ -233,7 +258,7 @@ class StudyStrategy(Strategy):
     # --- what the search reports
     def rows(self):
         rows = []
-        for t in self._trials(TrialState.COMPLETE, TrialState.FAIL):
+        for t in self._trials(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
             status = t.user_attrs.get('status')
             if t.state == TrialState.FAIL and status not in ('skipped', 'unpriced'):
                 continue  # duplicates, surplus and lost trainings are not candidates of the history
