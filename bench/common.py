@@ -219,3 +219,17 @@ def op_profile(loop, batches, steps=2):
         group = next((g for g, keys in OP_GROUPS if any(k in name for k in keys)), 'other')
         shares[group] = shares.get(group, 0.0) + total
     return {g: round(100.0 * v / grand, 1) for g, v in sorted(shares.items(), key=lambda kv: -kv[1])}
+
+
+def write_section(path, name, text):
+    """Replace the part of the markdown file ``path`` between ``<!-- NAME -->`` and ``<!-- /NAME -->`` by ``text``
+    (appended if it has none): several benchmarks write one document, each its own part."""
+    begin, end = '<!-- {} -->'.format(name), '<!-- /{} -->'.format(name)
+    block = '{}\n{}\n{}\n'.format(begin, text.strip('\n'), end)
+    old = open(path).read() if os.path.isfile(path) else ''
+    if begin in old and end in old:
+        new = old[:old.index(begin)] + block + old[old.index(end) + len(end):].lstrip('\n')
+    else:
+        new = old + ('\n' if old and not old.endswith('\n\n') else '') + block
+    with open(path, 'w') as f:
+        f.write(new)

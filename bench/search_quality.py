@@ -38,7 +38,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from common import REPO, WORK, loadavg  # noqa: E402
+from common import REPO, WORK, loadavg, write_section  # noqa: E402
 
 from ppdet.slim.nas.files import History, row_tokens  # noqa: E402
 from ppdet.slim.nas.rerank import Ranked, top_candidates  # noqa: E402
@@ -334,8 +334,7 @@ def report(runner, configs, candidates, pricer, searches, bound, args, seconds):
     lines += [''] + ['- {}: mean reference AP of the picks {:.3f} (min {:.3f}, max {:.3f})'.format(
         m, np.mean(v), min(v), max(v)) for m, v in summary.items()]
     path = os.path.join(HERE, 'SEARCH_QUALITY.md')
-    with open(path, 'w') as f:
-        f.write('\n'.join(lines) + '\n')
+    write_section(path, 'proxy', '\n'.join(lines))  # bench/strategy_quality.py writes the part after it
     print('\n'.join(lines))
     return path
 

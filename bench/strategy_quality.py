@@ -1,0 +1,348 @@
+"""Which strategy, at a given budget, finds the better structure under the demo's latency limit: every strategy
+run through the product's own search loop (``NasSearch``: its SANAS controller server or Optuna study, pricing,
+skipping, re-ranking and report) with each training replaced by a draw of the surrogate (bench/surrogate.py:
+the candidate's predicted mean AP plus seed noise).
+
+    python bench/strategy_quality.py [--strategies sanas,random,evolution,tpe,nsga2] [--budgets 10,25,50,100,300]
+                                     [--repeats 30] [--workers 2] [--out bench/strategy_quality.jsonl]
+    python bench/strategy_quality.py --summary     # the table (markdown) and bench/search_quality_strategies.png
+
+Each search is demo.yml as ``make demo`` runs it (its re-ranking of the top 2 with one more seed included) with
+``search_steps`` = the budget, ``seed`` = the repeat, the latency limit = the demo's (45th percentile of the space
+priced by the ground truth's fixed table, bench/ground_truth_latency.txt), in a save_dir of its own that is
+deleted after. One JSON line per search is appended to ``--out`` (resumable: done searches are not run again):
+the pick (the tokens the report names), its surrogate mean AP, its regret (the best surrogate mean among a large
+priced sample of the space under the limit, minus the pick's), and the hypervolume of the front the report
+writes (pareto.csv; latency and surrogate mean AP, as a fraction of the best front of the same sample).
+"""
+import argparse
+import contextlib
+import datetime
+import io
+import json
+import logging
+import os
+import platform
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+for path in (REPO, HERE):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+from ppdet.utils.logs import quiet_libraries  # noqa: E402
+quiet_libraries()
+
+from bench.ground_truth import DEFAULT_TABLE, demo_limit, load_setup  # noqa: E402
+from bench.surrogate import DEFAULT_DATA, DEFAULT_MODEL, Surrogate  # noqa: E402
+
+DEFAULT_OUT = os.path.join(HERE, 'strategy_quality.jsonl')
+DOCUMENT = os.path.join(HERE, 'SEARCH_QUALITY.md')
+PLOT = os.path.join(HERE, 'search_quality_strategies.png')
+STRATEGIES = ('sanas', 'random', 'evolution', 'tpe', 'nsga2')
+BUDGETS = (10, 25, 50, 100, 300)
+# the searches' save_dirs: in memory where the machine has it (a study commits to SQLite a few times per candidate,
+# and a disk's fsync would make the benchmark hours longer without changing a single pick)
+SCRATCH = '/dev/shm' if os.path.isdir('/dev/shm') and os.access('/dev/shm', os.W_OK) else None
+SPACE_SAMPLE = 20000  # candidates priced and scored for the best under the limit and the best front
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def search_setup(strategy, budget, repeat, save_dir, limit, config, overrides=None):
+    """demo.yml as make demo runs it, for one benchmark search."""
+    values = {'strategy': strategy, 'search_steps': budget, 'seed': repeat, 'save_dir': save_dir,
+              'server_port': free_port(), 'Constraint.max_constraint': limit}
+    values.update(overrides or {})
+    from ppdet.slim.nas.config import load_search_config
+    return load_search_config(config, dict(values, **{'log_iter': 10 ** 9, 'Constraint.table_file': DEFAULT_TABLE}))
+
+
+def surrogate_search(surrogate, stream):
+    """NasSearch whose trainings are surrogate draws (no network is built): the strategy, pricing, skipping,
+    re-ranking and report are the product's."""
+    from ppdet.slim.nas.candidate import CandidateResult
+    from ppdet.slim.nas.search import NasSearch
+
+    class SurrogateSearch(NasSearch):
+        def train_candidate(self, tokens, out_dir, seed=None, parent=None, check=None):
+            seed = self.trainer.seed if seed is None else seed
+            return CandidateResult('trained', surrogate.draw(tokens, seed, stream, self.setup.space), 0.0)
+
+    return SurrogateSearch
+
+
+class Reference:
+    """The best a search could find under the limit, from a large priced sample of the space: the best surrogate
+    mean, and the best front's hypervolume."""
+
+    def __init__(self, surrogate, setup, limit, count=SPACE_SAMPLE, seed=0):
+        from ppdet.slim.nas.latency import sample_candidates
+        self.surrogate, self.space, self.limit = surrogate, setup.space, limit
+        priced = [(t, setup.pricer.price(list(t)).latency_us) for t in sample_candidates(setup.space, count, seed)]
+        admitted = [(tuple(t), lat) for t, lat in priced if lat is not None and lat <= limit]
+        means = surrogate.mean([t for t, _ in admitted], setup.space)
+        best = int(np.argmax(means))
+        self.best_tokens, self.best_mean = admitted[best][0], float(means[best])
+        self.floor = float(np.min(means))  # the hypervolume's reference AP
+        self.best_hypervolume = hypervolume([(lat, m) for (_, lat), m in zip(admitted, means)], limit, self.floor)
+        self.admitted = len(admitted)
+
+    def score(self, pick, front):
+        """(pick's surrogate mean, regret, front's hypervolume fraction); ``front``: (tokens, latency) pairs."""
+        mean = float(self.surrogate.mean([pick], self.space)[0])
+        means = self.surrogate.mean([t for t, _ in front], self.space) if front else []
+        hv = hypervolume([(lat, m) for (_, lat), m in zip(front, means)], self.limit, self.floor)
+        return mean, self.best_mean - mean, hv / self.best_hypervolume
+
+
+def hypervolume(points, max_latency, min_ap):
+    """Area dominated by ``points`` ((latency, ap): lower latency, higher AP better) within the box from
+    (max_latency, min_ap): the sweep over latency of the best AP reached so far."""
+    area, best = 0.0, min_ap
+    inside = sorted((lat, ap) for lat, ap in points if lat <= max_latency and ap > min_ap)
+    for (lat, ap), nxt in zip(inside, [p[0] for p in inside[1:]] + [max_latency]):
+        best = max(best, ap)
+        area += (nxt - lat) * (best - min_ap)
+    return area
+
+
+def read_front(save_dir):
+    """(tokens, latency) of the report's pareto.csv."""
+    import csv
+    from ppdet.slim.nas.tokens import Tokens
+    path = os.path.join(save_dir, 'pareto.csv')
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [(tuple(Tokens.parse(r['tokens'])), float(r['latency_us'])) for r in csv.DictReader(f)]
+
+
+def run_one(strategy, budget, repeat, surrogate, reference, config, overrides=None):
+    """One search on surrogate rewards; its result line."""
+    start = time.time()
+    save_dir = tempfile.mkdtemp(prefix='strategy_quality_', dir=SCRATCH)
+    try:
+        setup = search_setup(strategy, budget, repeat, save_dir, reference.limit, config, overrides)
+        search = surrogate_search(surrogate, repeat)(setup)
+        with contextlib.redirect_stdout(io.StringIO()):  # the structure block and output paths
+            tokens, _ = search.run()
+        pick = tuple(int(t) for t in tokens)
+        trained = [r for r in search.strategy.rows() if r['status'] == 'trained']
+        latency = setup.pricer.price(list(pick)).latency_us
+        mean, regret, hv = reference.score(pick, read_front(save_dir))
+        return {'strategy': strategy, 'budget': budget, 'repeat': repeat, 'pick': list(pick),
+                'pick_latency_us': latency, 'pick_mean_ap': mean, 'regret': regret, 'hypervolume': hv,
+                'trainings': len(trained), 'asked': len(search.strategy.rows()), 'seconds': time.time() - start}
+    finally:
+        shutil.rmtree(save_dir, ignore_errors=True)
+
+
+_WORKER = {}
+
+
+def _init_worker(surrogate_path, config, overrides):
+    logging.getLogger().setLevel(logging.WARNING)
+    logging.disable(logging.INFO)
+    setup = load_setup(config, DEFAULT_TABLE)
+    limit = demo_limit(setup)
+    surrogate = Surrogate.load(surrogate_path)
+    _WORKER.update(reference=Reference(surrogate, setup, limit), surrogate=surrogate, config=config,
+                   overrides=overrides)
+
+
+def _run_job(job):
+    w = _WORKER
+    return run_one(*job, w['surrogate'], w['reference'], w['config'], w['overrides'])
+
+
+def done_keys(path):
+    if not os.path.isfile(path):
+        return set()
+    with open(path) as f:
+        return {(r['strategy'], r['budget'], r['repeat']) for r in map(json.loads, filter(str.strip, f))}
+
+
+def run(jobs, out, workers, surrogate_path, config, overrides=None):
+    """Run ``jobs`` ((strategy, budget, repeat)) not yet in ``out`` on ``workers`` processes, appending each."""
+    jobs = [j for j in jobs if j not in done_keys(out)]
+    start = time.time()
+    print('{} searches to run'.format(len(jobs)), flush=True)
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(surrogate_path, config, overrides)) as pool:
+        for i, result in enumerate(pool.map(_run_job, jobs), 1):
+            with open(out, 'a') as f:
+                f.write(json.dumps(result) + '\n')
+            pace = (time.time() - start) / i
+            print('[{}/{}] {} budget {} repeat {}: regret {:.4f} hv {:.3f} ({:.0f}s) | eta {:.0f} min'.format(
+                i, len(jobs), result['strategy'], result['budget'], result['repeat'], result['regret'],
+                result['hypervolume'], result['seconds'], pace * (len(jobs) - i) / 60), flush=True)
+
+
+def load_results(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def summarize(results):
+    """{(strategy, budget): figures} over the repeats."""
+    table = {}
+    for r in results:
+        table.setdefault((r['strategy'], r['budget']), []).append(r)
+    out = {}
+    for key, rows in table.items():
+        regret = np.array([r['regret'] for r in rows])
+        out[key] = {'repeats': len(rows), 'pick_mean_ap': float(np.mean([r['pick_mean_ap'] for r in rows])),
+                    'regret_mean': float(regret.mean()), 'regret_sd': float(regret.std()),
+                    'regret_q25': float(np.quantile(regret, 0.25)), 'regret_q75': float(np.quantile(regret, 0.75)),
+                    'hypervolume_mean': float(np.mean([r['hypervolume'] for r in rows])),
+                    'hypervolume_sd': float(np.std([r['hypervolume'] for r in rows])),
+                    'seconds_mean': float(np.mean([r['seconds'] for r in rows]))}
+    return out
+
+
+def markdown_table(summary):
+    strategies = [s for s in STRATEGIES if any(k[0] == s for k in summary)]
+    budgets = sorted({k[1] for k in summary})
+    lines = ['| strategy | ' + ' | '.join('{} trainings'.format(b) for b in budgets) + ' |',
+             '|---|' + '---|' * len(budgets)]
+    for s in strategies:
+        cells = []
+        for b in budgets:
+            f = summary.get((s, b))
+            cells.append('-' if f is None else '{:.4f} ± {:.4f} (AP {:.3f}, HV {:.2f}; n={})'.format(
+                f['regret_mean'], f['regret_sd'], f['pick_mean_ap'], f['hypervolume_mean'], f['repeats']))
+        lines.append('| {} | {} |'.format(s, ' | '.join(cells)))
+    return '\n'.join(lines)
+
+
+def ground_truth_text(trainings, report, limit, data_path):
+    """The ground truth's section: what was trained, how long it took, and the noise of one training."""
+    cands = {t.tokens for t in trainings}
+    band = {t.tokens for t in trainings if t.band}
+    a, b = report['all'], report['band']
+    return ['### Ground truth', '',
+            'Command: `python bench/ground_truth.py --workers 2` (resumable; larger `--candidates`/`--band` extend '
+            'it). Data: `{}`, one JSON line per training; latencies from the fixed table '
+            '`bench/ground_truth_latency.txt`; the demo\'s limit from that table: {:.0f} us.'.format(
+                os.path.relpath(data_path, REPO), limit),
+            'Trainings: {} ({} candidates, {} with both seeds; {} within +-5% of the limit), {:.1f} h of training '
+            'time in all (2 side by side). Each is a demo search step: demo.yml\'s data, model and evaluator, 300 '
+            'iterations, cosine schedule.'.format(len(trainings), len(cands), a['candidates'], len(band),
+                                                  sum(t.train_seconds for t in trainings) / 3600), '',
+            '| candidates | seed 0 vs seed 1 (Spearman) | one training\'s noise (sd of AP) | best - worst mean AP |',
+            '|---|---|---|---|',
+            '| all ({}) | {:.3f} | {:.4f} | {:.3f} |'.format(a['candidates'], a['seed_spearman'], a['noise_sd'],
+                                                           a['best_minus_worst']),
+            '| within +-5% of the limit ({}) | {:.3f} | {:.4f} | {} |'.format(
+                b['candidates'], b['seed_spearman'], b['noise_sd'],
+                '-' if b['best_minus_worst'] is None else '{:.3f}'.format(b['best_minus_worst'])), '']
+
+
+def surrogate_text(report, kinds):
+    """The surrogate's section: held-out Spearman of each model against the seed-to-seed ceiling."""
+    lines = ['### Surrogate', '',
+             'Command: `python bench/surrogate.py --compare` (refits `bench/surrogate.joblib`, the Gaussian process). '
+             'Held-out: 5 folds grouped by candidate; "vs one seed" is comparable with the ceiling (one training '
+             'against another), "vs mean" is against the mean of both seeds.', '',
+             '| model | all: vs one seed | all: vs mean | band: vs one seed | band: vs mean |', '|---|---|---|---|---|',
+             '| ceiling: seed 0 vs seed 1 | {:.3f} | | {:.3f} | |'.format(report['all']['seed_spearman'],
+                                                                       report['band']['seed_spearman'])]
+    for kind in kinds:
+        a, b = report['all'][kind], report['band'][kind]
+        lines.append('| {} | {:.3f} | {:.3f} | {:.3f} | {:.3f} |'.format(kind, a['vs_one_seed'], a['vs_mean'],
+                                                                        b['vs_one_seed'], b['vs_mean']))
+    return lines + ['']
+
+
+def write_document(results_path, data_path, doc):
+    """bench/SEARCH_QUALITY.md's part on budgets: ground truth, surrogate, and the strategies' table and plot if
+    they were run."""
+    from bench.surrogate import fit_report, load_ground_truth
+    from common import loadavg, write_section
+    setup = load_setup(os.path.join(REPO, 'demo.yml'), DEFAULT_TABLE)
+    trainings = load_ground_truth(data_path)
+    kinds = ('gp', 'forest', 'boosting')
+    report = fit_report(trainings, setup.space, kinds)
+    lines = ['## At the budgets users run: strategies on a surrogate of the proxy task', '',
+             'Machine: {} ({} cores, {}); load average at the end {}. Date: {}.'.format(
+                 platform.machine(), os.cpu_count(), platform.platform(), loadavg(), datetime.date.today()), '']
+    lines += ground_truth_text(trainings, report, demo_limit(setup), data_path)
+    lines += surrogate_text(report, kinds)
+    lines += ['### Strategies by budget', '']
+    if os.path.isfile(results_path):
+        results = load_results(results_path)
+        summary = summarize(results)
+        plot(summary, PLOT)
+        lines += ['Command: `python bench/strategy_quality.py --workers 2` then `--summary`; {} searches, {:.1f} h '
+                  'of search time in all.'.format(len(results), sum(r['seconds'] for r in results) / 3600),
+                  'Cell: mean regret +- sd (surrogate mean AP of the pick; hypervolume of the reported front as a '
+                  'fraction of the best front; repeats).', '', markdown_table(summary), '',
+                  '![regret against budget](search_quality_strategies.png)']
+    else:
+        lines += ['Not run yet: `python bench/strategy_quality.py --workers 2` needs the fitted surrogate.']
+    write_section(doc, 'budgets', '\n'.join(lines))
+    return '\n'.join(lines)
+
+
+def plot(summary, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for s in STRATEGIES:
+        keys = sorted(k for k in summary if k[0] == s)
+        if not keys:
+            continue
+        x = [k[1] for k in keys]
+        ax.plot(x, [summary[k]['regret_mean'] for k in keys], '-o', ms=4, label=s)
+        ax.fill_between(x, [summary[k]['regret_q25'] for k in keys], [summary[k]['regret_q75'] for k in keys],
+                        alpha=0.15)
+    ax.set_xscale('log')
+    ax.set_xlabel('budget (candidate trainings)')
+    ax.set_ylabel('regret: best surrogate AP under the limit - pick\'s')
+    ax.set_title('Strategies on the surrogate (mean, band: 25-75%)')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--strategies', default=','.join(STRATEGIES))
+    parser.add_argument('--budgets', default=','.join(map(str, BUDGETS)))
+    parser.add_argument('--repeats', type=int, default=30)
+    parser.add_argument('--workers', type=int, default=2)
+    parser.add_argument('--surrogate', default=DEFAULT_MODEL)
+    parser.add_argument('--config', default=os.path.join(REPO, 'demo.yml'))
+    parser.add_argument('--out', default=DEFAULT_OUT)
+    parser.add_argument('--data', default=DEFAULT_DATA, help='the ground truth (for --summary)')
+    parser.add_argument('--summary', action='store_true',
+                        help='write the ground truth, surrogate and strategies part of bench/SEARCH_QUALITY.md')
+    args = parser.parse_args()
+    if args.summary:
+        print(write_document(args.out, args.data, DOCUMENT))
+        return
+    strategies = args.strategies.split(',')
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        sys.exit('error: --strategies {}: not one of {}'.format(unknown[0], ', '.join(STRATEGIES)))
+    jobs = [(s, int(b), r) for r in range(args.repeats) for b in args.budgets.split(',') for s in strategies]
+    run(jobs, args.out, args.workers, args.surrogate, args.config)
+
+
+if __name__ == '__main__':
+    main()
