@@ -84,7 +84,9 @@ def _check_pruner(path, cfg, strategy):
         raise ConfigError('{}: pruner {} works with the single-objective study strategies ({}), not strategy {}; '
                           'set pruner: none or change the strategy'.format(path, pruner, ', '.join(PRUNING_STRATEGIES),
                                                                             strategy))
-    interval, iters = cfg.get('prune_interval', 1), int(cfg.get('max_iters', 5000))
+    if 'prune_interval' not in cfg:
+        return
+    interval, iters = cfg['prune_interval'], int(cfg.get('max_iters', 5000))
     if isinstance(interval, bool) or not isinstance(interval, int) or not 1 <= interval < iters:
         raise ConfigError('{}: prune_interval is {!r}; it must be a whole number of iterations from 1 to max_iters - '
                           '1 ({})'.format(path, interval, iters - 1))
