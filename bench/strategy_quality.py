@@ -46,6 +46,7 @@ from bench.surrogate import DEFAULT_DATA, DEFAULT_MODEL, Surrogate  # noqa: E402
 
 DEFAULT_OUT = os.path.join(HERE, 'strategy_quality.jsonl')
 DOCUMENT = os.path.join(HERE, 'SEARCH_QUALITY.md')
+REAL_CHECK = os.path.join(HERE, 'real_search_check.jsonl')  # bench/real_search_check.py's
 PLOT = os.path.join(HERE, 'search_quality_strategies.png')
 STRATEGIES = ('sanas', 'random', 'evolution', 'tpe', 'nsga2')
 BUDGETS = (10, 25, 50, 100, 300)
@@ -266,6 +267,26 @@ def surrogate_text(report, kinds):
     return lines + ['']
 
 
+def real_check_text(path):
+    """The real searches' section (bench/real_search_check.py), if they were run."""
+    lines = ['### Checked for real', '']
+    if not os.path.isfile(path):
+        return lines + ['Not run yet: `python bench/real_search_check.py` (one real search per strategy, --workers 2).']
+    rows = load_results(path)
+    lines += ['Command: `python bench/real_search_check.py`: one real search per strategy (`train_nas.py -c demo.yml '
+              '--workers 2`, {} trainings, the demo\'s re-ranking), each pick trained again with seeds 0 and 1 as '
+              'the ground truth is.'.format(rows[0]['steps']), '',
+              '| strategy | pick | latency (us) | AP as reported | AP seeds 0, 1 (mean) | surrogate: pick AP | '
+              'benchmark: mean pick AP at this budget |', '|---|---|---|---|---|---|---|']
+    for r in rows:
+        seeds = [a for a in r['ap_seeds'] if a is not None]
+        lines.append('| {} | {} | {:.0f} | {:.3f} | {} ({:.3f}) | {:.3f} | {} |'.format(
+            r['strategy'], ' '.join(map(str, r['pick'])), r['latency_us'], r['reported_ap'],
+            ', '.join('{:.3f}'.format(a) for a in seeds), sum(seeds) / len(seeds), r['surrogate_mean_ap'],
+            '-' if r['benchmark_mean_pick_ap'] is None else '{:.3f}'.format(r['benchmark_mean_pick_ap'])))
+    return lines
+
+
 def write_document(results_path, data_path, doc):
     """bench/SEARCH_QUALITY.md's part on budgets: ground truth, surrogate, and the strategies' table and plot if
     they were run."""
@@ -292,6 +313,7 @@ def write_document(results_path, data_path, doc):
                   '![regret against budget](search_quality_strategies.png)']
     else:
         lines += ['Not run yet: `python bench/strategy_quality.py --workers 2` needs the fitted surrogate.']
+    lines += [''] + real_check_text(REAL_CHECK)
     write_section(doc, 'budgets', '\n'.join(lines))
     return '\n'.join(lines)
 

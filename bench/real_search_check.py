@@ -1,0 +1,106 @@
+"""Checked for real: one real search per strategy on the demo's data (``train_nas.py --workers 2``, demo.yml with the
+ground truth's fixed table and the demo's limit), each pick then trained with seeds 0 and 1 as the ground truth is
+trained, against what the surrogate predicts for that pick and what the surrogate benchmark found for that strategy
+at the same budget.
+
+    python bench/real_search_check.py [--strategies sanas,random,evolution,tpe,nsga2] [--steps 25]
+                                      [--out bench/real_search_check.jsonl]
+
+Resumable: a finished search is read back, an interrupted one is resumed (``-r``), a pick's trainings already in
+``--picks`` (bench/real_search_picks.jsonl, the ground truth's format) are not trained again. Searches and their
+logs are under $BENCH_WORK (default /tmp/blazeface_bench)/real_search/<strategy>.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+for path in (REPO, HERE):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+from ppdet.utils.logs import quiet_libraries  # noqa: E402
+quiet_libraries()
+
+from bench.ground_truth import BAND, DEFAULT_TABLE, SEEDS, Runner, demo_limit, done_keys, load_setup  # noqa: E402
+from bench.strategy_quality import STRATEGIES, free_port, load_results  # noqa: E402
+from common import WORK  # noqa: E402
+
+DEMO = os.path.join(REPO, 'demo.yml')
+DEFAULT_OUT = os.path.join(HERE, 'real_search_check.jsonl')
+PICKS = os.path.join(HERE, 'real_search_picks.jsonl')
+BEST = re.compile(r'^# best tokens (\[[\d, ]+\]) \(AP ([\d.]+)\)')
+
+
+def search(strategy, steps, limit):
+    """Run (or resume, or read back) the real search; (pick tokens, its reward as reported, minutes)."""
+    save_dir = os.path.join(WORK, 'real_search', strategy)
+    best = os.path.join(save_dir, 'best_structure.yml')
+    if not os.path.isfile(best):
+        os.makedirs(os.path.dirname(save_dir), exist_ok=True)
+        cmd = [sys.executable, '-u', os.path.join(REPO, 'train_nas.py'), '-c', DEMO, '--workers', '2', '-o',
+               'strategy={}'.format(strategy), 'search_steps={}'.format(steps), 'save_dir={}'.format(save_dir),
+               'server_port={}'.format(free_port()), 'Constraint.table_file={}'.format(DEFAULT_TABLE),
+               'Constraint.max_constraint={}'.format(limit)]
+        if os.path.isdir(save_dir):
+            cmd += ['-r', save_dir]
+        print(' '.join(cmd), flush=True)
+        with open(save_dir + '.log', 'a') as log:
+            subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
+    with open(best) as f:
+        tokens, reward = BEST.match(f.readline()).groups()
+    return json.loads(tokens), float(reward)
+
+
+def train_picks(picks, setup, limit, path):
+    """Both seeds of every pick, as the ground truth trains them, into ``path``; {(tokens, seed): ap}."""
+    jobs = [(list(t), s) for t in picks for s in SEEDS if (tuple(t), s) not in done_keys(path)]
+    band_of = {tuple(t): abs(setup.pricer.price(list(t)).latency_us / limit - 1) <= BAND for t in picks}
+    if jobs:
+        Runner(jobs, path, DEMO, DEFAULT_TABLE, 2, band_of).run()
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return {(tuple(r['tokens']), r['seed']): r['ap'] for r in rows}
+
+
+def predicted_at(results_path, strategy, budget):
+    """The surrogate benchmark's mean pick AP for ``strategy`` at ``budget``, if it was run."""
+    if not os.path.isfile(results_path):
+        return None
+    picks = [r['pick_mean_ap'] for r in load_results(results_path) if r['strategy'] == strategy and
+             r['budget'] == budget]
+    return sum(picks) / len(picks) if picks else None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--strategies', default=','.join(STRATEGIES))
+    parser.add_argument('--steps', type=int, default=25)
+    parser.add_argument('--surrogate', default=os.path.join(HERE, 'surrogate.joblib'))
+    parser.add_argument('--benchmark', default=os.path.join(HERE, 'strategy_quality.jsonl'))
+    parser.add_argument('--out', default=DEFAULT_OUT)
+    parser.add_argument('--picks', default=PICKS, help="the picks' trainings (the ground truth's format)")
+    args = parser.parse_args()
+    from bench.surrogate import Surrogate
+    setup = load_setup(DEMO, DEFAULT_TABLE)
+    limit = demo_limit(setup)
+    found = {s: search(s, args.steps, limit) for s in args.strategies.split(',')}
+    aps = train_picks([tokens for tokens, _ in found.values()], setup, limit, args.picks)
+    surrogate = Surrogate.load(args.surrogate)
+    with open(args.out, 'w') as f:
+        for strategy, (tokens, reward) in found.items():
+            row = {'strategy': strategy, 'steps': args.steps, 'pick': tokens, 'reported_ap': reward,
+                   'latency_us': setup.pricer.price(tokens).latency_us,
+                   'ap_seeds': [aps.get((tuple(tokens), s)) for s in SEEDS],
+                   'surrogate_mean_ap': float(surrogate.mean([tokens], setup.space)[0]),
+                   'benchmark_mean_pick_ap': predicted_at(args.benchmark, strategy, args.steps)}
+            f.write(json.dumps(row) + '\n')
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == '__main__':
+    main()
