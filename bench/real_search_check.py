@@ -5,6 +5,11 @@ at the same budget.
 
     python bench/real_search_check.py [--strategies sanas,random,evolution,tpe,nsga2] [--steps 25]
                                       [--out bench/real_search_check.jsonl]
+    python bench/real_search_check.py --strategies tpe,tpe+hyperband --out bench/pruning_check.jsonl
+
+A strategy written ``NAME+PRUNER`` is that strategy with ``pruner: PRUNER`` (issue 20's pruning comparison); every
+search also records the training iterations it spent (a pruned candidate's up to where it stopped, the
+re-ranking's included), for the pick's quality per iteration.
 
 Resumable: a finished search is read back, an interrupted one is resumed (``-r``), a pick's trainings already in
 ``--picks`` (bench/real_search_picks.jsonl, the ground truth's format) are not trained again. Searches and their
@@ -36,14 +41,16 @@ PICKS = os.path.join(HERE, 'real_search_picks.jsonl')
 BEST = re.compile(r'^# best tokens (\[[\d, ]+\]) \(AP ([\d.]+)\)')
 
 
-def search(strategy, steps, limit):
-    """Run (or resume, or read back) the real search; (pick tokens, its reward as reported, minutes)."""
-    save_dir = os.path.join(WORK, 'real_search', strategy)
+def search(label, steps, limit):
+    """Run (or resume, or read back) the real search; (pick tokens, its reward as reported, save_dir)."""
+    strategy, _, pruner = label.partition('+')
+    save_dir = os.path.join(WORK, 'real_search', label)
     best = os.path.join(save_dir, 'best_structure.yml')
     if not os.path.isfile(best):
         os.makedirs(os.path.dirname(save_dir), exist_ok=True)
         cmd = [sys.executable, '-u', os.path.join(REPO, 'train_nas.py'), '-c', DEMO, '--workers', '2', '-o',
-               'strategy={}'.format(strategy), 'search_steps={}'.format(steps), 'save_dir={}'.format(save_dir),
+               'strategy={}'.format(strategy), 'pruner={}'.format(pruner or 'none'),
+               'search_steps={}'.format(steps), 'save_dir={}'.format(save_dir),
                'server_port={}'.format(free_port()), 'Constraint.table_file={}'.format(DEFAULT_TABLE),
                'Constraint.max_constraint={}'.format(limit)]
         if os.path.isdir(save_dir):
@@ -53,7 +60,26 @@ def search(strategy, steps, limit):
             subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
     with open(best) as f:
         tokens, reward = BEST.match(f.readline()).groups()
-    return json.loads(tokens), float(reward)
+    return json.loads(tokens), float(reward), save_dir
+
+
+def iterations_spent(save_dir, max_iters):
+    """Training iterations of the search: each candidate trained to the end or to where it was pruned (from the
+    history and, for pruned ones, the study's intermediate values), and the re-ranking's trainings."""
+    import csv
+    with open(os.path.join(save_dir, 'search_history.csv')) as f:
+        rows = list(csv.DictReader(f))
+    total = max_iters * sum(r['status'] in ('trained', 'failed') for r in rows)
+    if any(r['status'] == 'pruned' for r in rows):
+        import optuna
+        from optuna.trial import TrialState
+        study = optuna.load_study(study_name='blazeface-nas', storage='sqlite:///' + os.path.join(save_dir, 'study.db'))
+        total += sum(max(t.intermediate_values) for t in study.get_trials(states=(TrialState.PRUNED,)))
+    rerank = os.path.join(save_dir, 'rerank.csv')
+    if os.path.isfile(rerank):
+        with open(rerank) as f:
+            total += max_iters * len(list(csv.DictReader(f)))
+    return total
 
 
 def train_picks(picks, setup, limit, path):
@@ -89,11 +115,12 @@ def main():
     setup = load_setup(DEMO, DEFAULT_TABLE)
     limit = demo_limit(setup)
     found = {s: search(s, args.steps, limit) for s in args.strategies.split(',')}
-    aps = train_picks([tokens for tokens, _ in found.values()], setup, limit, args.picks)
+    aps = train_picks([tokens for tokens, _, _ in found.values()], setup, limit, args.picks)
     surrogate = Surrogate.load(args.surrogate)
     with open(args.out, 'w') as f:
-        for strategy, (tokens, reward) in found.items():
+        for strategy, (tokens, reward, save_dir) in found.items():
             row = {'strategy': strategy, 'steps': args.steps, 'pick': tokens, 'reported_ap': reward,
+                   'iterations': iterations_spent(save_dir, int(setup.cfg['max_iters'])),
                    'latency_us': setup.pricer.price(tokens).latency_us,
                    'ap_seeds': [aps.get((tuple(tokens), s)) for s in SEEDS],
                    'surrogate_mean_ap': float(surrogate.mean([tokens], setup.space)[0]),
