@@ -160,6 +160,9 @@ def _init_worker(surrogate_path, config, overrides):
     setup = load_setup(config, DEFAULT_TABLE)
     limit = demo_limit(setup)
     surrogate = Surrogate.load(surrogate_path)
+    if surrogate.space_name != setup.space_name:
+        raise SystemExit('error: {} models {}, the demo searches {}; refit it with python bench/surrogate.py'.format(
+            surrogate_path, surrogate.space_name, setup.space_name))
     _WORKER.update(reference=Reference(surrogate, setup, limit), surrogate=surrogate, config=config,
                    overrides=overrides)
 

@@ -224,13 +224,6 @@ def fit_report(trainings, space, kinds=('gp',)):
     return report
 
 
-def demo_space(table=None):
-    """The demo's search space and pricer with the ground truth's fixed latency table."""
-    from bench.ground_truth import DEFAULT_TABLE, load_setup
-    setup = load_setup(os.path.join(REPO, 'demo.yml'), table or DEFAULT_TABLE)
-    return setup
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--data', default=DEFAULT_DATA)
@@ -241,7 +234,8 @@ def main():
         trainings = load_ground_truth(args.data)
     except GroundTruthError as e:
         sys.exit('error: {}'.format(e))
-    setup = demo_space()
+    from bench.ground_truth import DEFAULT_TABLE, load_setup
+    setup = load_setup(os.path.join(REPO, 'demo.yml'), DEFAULT_TABLE)  # the demo's space, priced as the data was
     report = fit_report(trainings, setup.space, ('gp', 'forest', 'boosting') if args.compare else ('gp',))
     print(json.dumps(report, indent=1))
     Surrogate.fit(trainings, setup.space, setup.space_name).save(args.out)
