@@ -42,7 +42,7 @@ from ppdet.utils.logs import quiet_libraries  # noqa: E402
 quiet_libraries()
 
 from bench.ground_truth import DEFAULT_TABLE, demo_limit, load_setup  # noqa: E402
-from bench.surrogate import DEFAULT_DATA, DEFAULT_MODEL, KINDS, Surrogate  # noqa: E402
+from bench.surrogate import DEFAULT_DATA, DEFAULT_MODEL, KINDS, Surrogate, best_kind  # noqa: E402
 
 DEFAULT_OUT = os.path.join(HERE, 'strategy_quality.jsonl')
 DOCUMENT = os.path.join(HERE, 'SEARCH_QUALITY.md')
@@ -302,7 +302,7 @@ def write_document(results_path, data_path, doc):
              'Machine: {} ({} cores, {}); load average at the end {}. Date: {}.'.format(
                  platform.machine(), os.cpu_count(), platform.platform(), loadavg(), datetime.date.today()), '']
     lines += ground_truth_text(trainings, report, demo_limit(setup), data_path)
-    lines += surrogate_text(report, Surrogate.load(DEFAULT_MODEL).kind)
+    lines += surrogate_text(report, best_kind(report))
     lines += ['### Strategies by budget', '']
     if os.path.isfile(results_path):
         results = load_results(results_path)
