@@ -58,7 +58,7 @@ $(PG_STAMP): $(STAMP)
 
 # Two test files at a time (one per core of a small machine; the tests of one file share its fixtures).
 test: $(STAMP) $(PADDLEDET_STAMP) $(PG_STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 clean:
 	rm -rf $(VENV) demo_output
