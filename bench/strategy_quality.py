@@ -290,7 +290,7 @@ def real_check_text(path):
     return lines
 
 
-def write_document(results_path, data_path, doc):
+def write_document(results_path, data_path, doc, note=None):
     """bench/SEARCH_QUALITY.md's part on budgets: ground truth, surrogate, and the strategies' table and plot if
     they were run."""
     from bench.surrogate import fit_report, load_ground_truth
@@ -301,6 +301,7 @@ def write_document(results_path, data_path, doc):
     lines = ['## At the budgets users run: strategies on a surrogate of the proxy task', '',
              'Machine: {} ({} cores, {}); load average at the end {}. Date: {}.'.format(
                  platform.machine(), os.cpu_count(), platform.platform(), loadavg(), datetime.date.today()), '']
+    lines += ['**Status:** {}'.format(note), ''] if note else []
     lines += ground_truth_text(trainings, report, demo_limit(setup), data_path)
     lines += surrogate_text(report, best_kind(report))
     lines += ['### Strategies by budget', '']
@@ -356,9 +357,10 @@ def main():
     parser.add_argument('--data', default=DEFAULT_DATA, help='the ground truth (for --summary)')
     parser.add_argument('--summary', action='store_true',
                         help='write the ground truth, surrogate and strategies part of bench/SEARCH_QUALITY.md')
+    parser.add_argument('--note', help='a status line for the section (with --summary)')
     args = parser.parse_args()
     if args.summary:
-        print(write_document(args.out, args.data, DOCUMENT))
+        print(write_document(args.out, args.data, DOCUMENT, args.note))
         return
     strategies = args.strategies.split(',')
     unknown = [s for s in strategies if s not in STRATEGIES]
