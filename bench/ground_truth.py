@@ -22,9 +22,9 @@ cores/workers math threads, training one candidate at a time.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
-import shutil
 import tempfile
 import threading
 import time
@@ -45,9 +45,10 @@ BAND = 0.05
 LIMIT_QUANTILE = 0.45  # make demo's limit
 
 
-def load_setup(config, table):
+def load_setup(config, table, overrides=None):
+    """The config priced with ``table``, quiet (``overrides``: more ``-o`` keys, as a benchmark search sets them)."""
     from ppdet.slim.nas.config import load_search_config
-    return load_search_config(config, {'log_iter': 10 ** 9, 'Constraint.table_file': table})
+    return load_search_config(config, dict(overrides or {}, **{'log_iter': 10 ** 9, 'Constraint.table_file': table}))
 
 
 def snapshot_table(config, table):

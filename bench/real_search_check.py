@@ -23,17 +23,13 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-for path in (REPO, HERE):
-    if path not in sys.path:
-        sys.path.insert(0, path)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
 
-from ppdet.utils.logs import quiet_libraries  # noqa: E402
-quiet_libraries()
+from common import REPO, WORK  # noqa: E402  (it puts the repository on sys.path and quiets the libraries)
 
 from bench.ground_truth import BAND, DEFAULT_TABLE, SEEDS, Runner, demo_limit, done_keys, load_setup  # noqa: E402
 from bench.strategy_quality import STRATEGIES, free_port, load_results  # noqa: E402
-from common import WORK  # noqa: E402
 
 DEMO = os.path.join(REPO, 'demo.yml')
 DEFAULT_OUT = os.path.join(HERE, 'real_search_check.jsonl')

@@ -33,22 +33,19 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-for path in (REPO, HERE):
-    if path not in sys.path:
-        sys.path.insert(0, path)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
 
-from ppdet.utils.logs import quiet_libraries  # noqa: E402
-quiet_libraries()
+from common import REPO, loadavg, write_section  # noqa: E402  (it puts the repository on sys.path, quiets the libraries)
 
 from bench.ground_truth import DEFAULT_TABLE, demo_limit, load_setup  # noqa: E402
 from bench.surrogate import DEFAULT_DATA, DEFAULT_MODEL, KINDS, Surrogate, best_kind  # noqa: E402
+from ppdet.slim.nas.strategies import STRATEGIES  # noqa: E402
 
 DEFAULT_OUT = os.path.join(HERE, 'strategy_quality.jsonl')
 DOCUMENT = os.path.join(HERE, 'SEARCH_QUALITY.md')
 REAL_CHECK = os.path.join(HERE, 'real_search_check.jsonl')  # bench/real_search_check.py's
 PLOT = os.path.join(HERE, 'search_quality_strategies.png')
-STRATEGIES = ('sanas', 'random', 'evolution', 'tpe', 'nsga2')
 BUDGETS = (10, 25, 50, 100, 300)
 # the searches' save_dirs: in memory where the machine has it (a study commits to SQLite a few times per candidate,
 # and a disk's fsync would make the benchmark hours longer without changing a single pick)
@@ -66,9 +63,7 @@ def search_setup(strategy, budget, repeat, save_dir, limit, config, overrides=No
     """demo.yml as make demo runs it, for one benchmark search."""
     values = {'strategy': strategy, 'search_steps': budget, 'seed': repeat, 'save_dir': save_dir,
               'server_port': free_port(), 'Constraint.max_constraint': limit}
-    values.update(overrides or {})
-    from ppdet.slim.nas.config import load_search_config
-    return load_search_config(config, dict(values, **{'log_iter': 10 ** 9, 'Constraint.table_file': DEFAULT_TABLE}))
+    return load_setup(config, DEFAULT_TABLE, dict(values, **(overrides or {})))
 
 
 def surrogate_search(surrogate, stream):
@@ -96,10 +91,9 @@ class Reference:
         admitted = [(tuple(t), lat) for t, lat in priced if lat is not None and lat <= limit]
         means = surrogate.mean([t for t, _ in admitted], setup.space)
         best = int(np.argmax(means))
-        self.best_tokens, self.best_mean = admitted[best][0], float(means[best])
+        self.best_mean = float(means[best])
         self.floor = float(np.min(means))  # the hypervolume's reference AP
         self.best_hypervolume = hypervolume([(lat, m) for (_, lat), m in zip(admitted, means)], limit, self.floor)
-        self.admitted = len(admitted)
 
     def score(self, pick, front):
         """(pick's surrogate mean, regret, front's hypervolume fraction); ``front``: (tokens, latency) pairs."""
@@ -155,8 +149,7 @@ _WORKER = {}
 
 
 def _init_worker(surrogate_path, config, overrides):
-    logging.getLogger().setLevel(logging.WARNING)
-    logging.disable(logging.INFO)
+    logging.disable(logging.INFO)  # a search's per-candidate lines, thousands of searches over
     setup = load_setup(config, DEFAULT_TABLE)
     limit = demo_limit(setup)
     surrogate = Surrogate.load(surrogate_path)
@@ -294,7 +287,6 @@ def write_document(results_path, data_path, doc, note=None):
     """bench/SEARCH_QUALITY.md's part on budgets: ground truth, surrogate, and the strategies' table and plot if
     they were run."""
     from bench.surrogate import fit_report, load_ground_truth
-    from common import loadavg, write_section
     setup = load_setup(os.path.join(REPO, 'demo.yml'), DEFAULT_TABLE)
     trainings = load_ground_truth(data_path)
     report = fit_report(trainings, setup.space)
