@@ -358,6 +358,9 @@ def main():
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
         sys.exit('error: --strategies {}: not one of {}'.format(unknown[0], ', '.join(STRATEGIES)))
+    if not os.path.isfile(args.surrogate):  # before the workers start: their failure would be a traceback
+        sys.exit('error: {}: no surrogate; fit it with python bench/surrogate.py --out {}'.format(
+            args.surrogate, args.surrogate))
     jobs = [(s, int(b), r) for r in range(args.repeats) for b in args.budgets.split(',') for s in strategies]
     run(jobs, args.out, args.workers, args.surrogate, args.config)
 
