@@ -1,3 +1,4 @@
+import logging
 import os
 import signal
 import sys
@@ -24,13 +25,18 @@ def latency_855():
 
 
 def run_tool_main(main, argv, capsys):
-    """Run a tool's ``main(argv)`` as its ``__main__`` does; returns (exit code, stdout, stderr)."""
+    """Run an entry point's ``main(argv)`` as its ``__main__`` does, in this process (no interpreter and Paddle to
+    start: seconds less per call); returns (exit code, stdout, stderr). The logging set-up the entry point makes
+    (handlers on the captured stderr) is undone after."""
     from ppdet.core.cli import run_cli
+    handlers, level = logging.root.handlers[:], logging.root.level
     try:
         run_cli(lambda: main(argv))
         code = 0
     except SystemExit as e:
         code = e.code
+    finally:
+        logging.root.handlers[:], logging.root.level = handlers, level
     out = capsys.readouterr()
     return code, out.out, out.err
 

@@ -237,7 +237,7 @@ def test_the_proposals_do_not_depend_on_the_eval_set_size_or_the_workers(dataset
 
     reference = run(4)
     assert len(set(reference)) == len(reference) >= 3
-    assert run(2) == reference
-    assert run(4, **{'TrainReader.use_process': 'false', 'EvalReader.use_process': 'true',
+    # both changed in one search (one search fewer): either one drawing from a shared generator would show here
+    assert run(2, **{'TrainReader.use_process': 'false', 'EvalReader.use_process': 'true',
                      'EvalReader.worker_num': 2}) == reference
     assert run(4, seed=1) != reference

@@ -1,10 +1,10 @@
 """The constraint's bounds: inclusive at both ends, and plain numbers or a one-line error at config load."""
 import os
-import subprocess
-import sys
 
 import pytest
 
+import train_nas
+from conftest import run_tool_main
 from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.config import load_search_config
 from ppdet.slim.nas.constraint import Constraint, Price
@@ -37,14 +37,14 @@ def test_a_bound_that_is_not_a_number_fails_at_load(key, value):
     assert 'Constraint.{}'.format(key) in message and 'plain number' in message and '\n' not in message
 
 
-def test_a_string_bound_stops_the_search_with_one_line_before_it_starts(tmp_path):
+def test_a_string_bound_stops_the_search_with_one_line_before_it_starts(tmp_path, capsys):
     """The reported case: ``-o Constraint.max_constraint=20ms`` was a TypeError traceback after the controller
     started; now exit code 2 and one line, with nothing written to save_dir."""
     out = tmp_path / 'out'
-    proc = subprocess.run([sys.executable, os.path.join(REPO, 'train_nas.py'), '-c', 'blazeface.yml',
-                           '-o', 'Constraint.max_constraint=20ms', '-o', 'save_dir={}'.format(out)],
-                          capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert proc.returncode == 2, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
-    assert len(errors) == 1 and "Constraint.max_constraint is '20ms'" in errors[0], proc.stderr
-    assert 'Traceback' not in proc.stderr and not out.exists()
+    code, _, err = run_tool_main(train_nas.main, ['-c', os.path.join(REPO, 'blazeface.yml'), '-o',
+                                                  'Constraint.max_constraint=20ms', '-o', 'save_dir={}'.format(out)],
+                                 capsys)
+    assert code == 2, err
+    errors = [line for line in err.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1 and "Constraint.max_constraint is '20ms'" in errors[0], err
+    assert 'Traceback' not in err and not out.exists()

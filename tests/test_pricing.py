@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+import tools.price_arch as price_tool
+from conftest import run_tool_main
 from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.config import load_search_config
 from ppdet.slim.nas.constraint import LatencyTable
@@ -95,9 +97,10 @@ def test_price_arch_cli(tmp_path, latency_855):
     (['--tokens', '2,1,x'], ['comma-separated']),
     (['--tokens', '2,1,3,8,2,1,2,1,0', '-o', 'Constraint.table_file=/nope.txt'], ['/nope.txt', 'not found']),
 ])
-def test_price_arch_mistakes_are_one_line(tmp_path, latency_855, args, words):
-    out = _price_cli('-c', _config(tmp_path, 'latency', table=latency_855), *args)
-    assert out.returncode == 2
-    assert 'Traceback' not in out.stderr
-    last = out.stderr.strip().splitlines()[-1]
+def test_price_arch_mistakes_are_one_line(tmp_path, latency_855, capsys, args, words):
+    code, _, err = run_tool_main(price_tool.main, ['-c', _config(tmp_path, 'latency', table=latency_855), *args],
+                                 capsys)
+    assert code == 2
+    assert 'Traceback' not in err
+    last = err.strip().splitlines()[-1]
     assert last.startswith('error:') and all(w in last for w in words)

@@ -6,6 +6,8 @@ import os
 import pytest
 import yaml
 
+import train_nas
+from conftest import run_tool_main
 from search_fixtures import run_search, tiny_config, tiny_dataset
 from test_paddledet_interop import FILE_NAME, STAND_IN_BASE, _missing_install, _run_helper
 from ppdet.slim.nas.report import PADDLEDET_BASE
@@ -132,8 +134,7 @@ def test_resume_appends_rows(finished):
         assert json.load(f)['_iter'] == 4
 
 
-def test_config_mistake_is_one_line(tmp_path, dataset):
-    config = tiny_config(tmp_path, dataset, search_steps=0)
-    out = run_search(config)
-    assert out.returncode == 2 and 'Traceback' not in out.stderr
-    assert 'search_steps' in out.stderr.strip().splitlines()[-1]
+def test_config_mistake_is_one_line(tmp_path, dataset, capsys):
+    code, _, err = run_tool_main(train_nas.main, ['-c', tiny_config(tmp_path, dataset, search_steps=0)], capsys)
+    assert code == 2 and 'Traceback' not in err
+    assert 'search_steps' in err.strip().splitlines()[-1]

@@ -8,6 +8,9 @@ import sys
 
 import pytest
 
+import tools.train_candidate as train_candidate_tool
+import train_nas
+from conftest import run_tool_main
 from search_fixtures import REPO, read_until, run_search, start_search, tiny_config, tiny_dataset
 
 TOKENS = '2,1,3,8,2,1,2,1,0'
@@ -71,11 +74,11 @@ def test_train_candidate_inherits_from_a_parent(trained):
     (['--tokens', TOKENS, '--parent', 'nope.pdparams', '--parent-tokens', TOKENS], '--parent nope.pdparams: no such'),
     (['--tokens', TOKENS, '--parent', 'nope.pdparams'], '--parent and --parent-tokens go together'),
 ])
-def test_train_candidate_bad_input_is_one_line(trained, args, expected):
+def test_train_candidate_bad_input_is_one_line(trained, capsys, args, expected):
     config, _, _ = trained
-    out = train_candidate(config, *args)
-    assert out.returncode == 2 and 'Traceback' not in out.stderr
-    assert expected in out.stderr.strip().splitlines()[-1], out.stderr[-500:]
+    code, _, err = run_tool_main(train_candidate_tool.main, ['-c', config, *args], capsys)
+    assert code == 2 and 'Traceback' not in err
+    assert expected in err.strip().splitlines()[-1], err[-500:]
 
 
 def _rerank_rows(save_dir):
@@ -140,9 +143,9 @@ def test_a_search_killed_while_reranking_resumes_with_only_the_missing_training(
     ('rerank_seeds', 'two', "rerank_seeds is 'two'"),
     ('inherit_weights', 'maybe', "inherit_weights is 'maybe'; write true or false"),
 ])
-def test_bad_improvement_keys_are_one_line(tmp_path, dataset, key, value, expected):
-    out = run_search(tiny_config(tmp_path, dataset, **{key: value}))
-    assert out.returncode == 2 and expected in out.stderr.strip().splitlines()[-1], out.stderr[-500:]
+def test_bad_improvement_keys_are_one_line(tmp_path, dataset, capsys, key, value, expected):
+    code, _, err = run_tool_main(train_nas.main, ['-c', tiny_config(tmp_path, dataset, **{key: value})], capsys)
+    assert code == 2 and expected in err.strip().splitlines()[-1], err[-500:]
 
 
 def test_untrained_ap_of_token_vectors(trained):

@@ -9,6 +9,8 @@ import socket
 
 import pytest
 
+import train_nas
+from conftest import run_tool_main
 from search_fixtures import (processes_with, read_until, run_search, start_search, tiny_config, tiny_dataset,
                             wait_until_gone)
 from search_space.blazefacespace_nas import STRUCTURE_START
@@ -116,10 +118,10 @@ def test_sigterm_stops_every_worker_and_resume_with_another_n_completes(tmp_path
     (['--gpus', '0'], '--gpus 0: use_gpu is false'),
     (['--workers', '2', '-o', 'is_server=false'], "this config joins another host's search"),
 ])
-def test_bad_workers_input_is_one_line(tmp_path, dataset, args, expected):
-    out = run_search(_config(tmp_path, dataset), *args)
-    lines = out.stderr.strip().splitlines()
-    assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith('error: '), out.stderr[-2000:]
+def test_bad_workers_input_is_one_line(tmp_path, dataset, capsys, args, expected):
+    code, _, err = run_tool_main(train_nas.main, ['-c', _config(tmp_path, dataset), *args], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith('error: '), err[-2000:]
     assert expected in lines[0]
 
 

@@ -38,13 +38,13 @@ def space_quantile(setup, quantile, samples):
     return int(round(float(np.quantile(values, quantile))))
 
 
-def main():
+def main(argv=None):
     parser = ArgsParser(description=__doc__)
     parser.add_argument('--tokens', action='append', type=str,
                         help='a token vector, comma-separated; repeat for more candidates')
     parser.add_argument('--quantile', type=float, help='print the metric at this quantile of the space (0 to 1)')
     parser.add_argument('--samples', type=int, default=2000, help='random candidates for --quantile')
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if bool(args.tokens) == (args.quantile is not None):
         raise ConfigError('give --tokens (candidates to price) or --quantile (a bound for the space), not both')
     setup = load_search_config(args.config, args.opt)
