@@ -38,7 +38,7 @@ def tiny_config(tmp_path, dataset, **values):
     # a FLOPs limit: the demo's latency table is built by `make demo` for the machine, not shipped
     start, end = text.index('Constraint:'), text.index('\nBlazeFace:')
     text = text[:start] + FLOPS_CONSTRAINT + text[end:]
-    values = dict(dict(max_iters=3, log_iter=1, search_steps=3, save_dir=str(tmp_path / 'out'),
+    values = dict(dict(max_iters=3, log_iter=1, search_steps=3, save_dir=str(tmp_path / 'out'), strategy='sanas',
                        server_port=free_port(), rerank_top_k=0), **values)  # the original's loop by default
     lines = []
     for line in text.splitlines():
