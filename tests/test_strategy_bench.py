@@ -183,3 +183,13 @@ def test_hypervolume_of_a_front():
     # a dominated point adds nothing; a point past the limit counts for nothing
     assert strategy_quality.hypervolume([(1.0, 0.5), (2.0, 0.4), (5.0, 0.9)], 3.0, 0.0) == pytest.approx(1.0)
     assert strategy_quality.hypervolume([(1.0, 0.5), (2.0, 0.8)], 3.0, 0.0) == pytest.approx(0.5 + 0.8)
+
+
+def test_a_real_check_section_has_each_search_its_iterations_and_both_seeds(tmp_path):
+    row = {'strategy': 'tpe+hyperband', 'steps': 25, 'pick': [1] * 9, 'reported_ap': 0.31, 'iterations': 5100,
+           'latency_us': 3400.0, 'ap_seeds': [0.3, 0.2], 'surrogate_mean_ap': 0.27, 'benchmark_mean_pick_ap': None}
+    lines = strategy_quality.real_check_text(_write(tmp_path / 'check.jsonl', [row]), 'Pruning', 'cmd', 'searches')
+    assert lines[0] == '### Pruning' and '25 search steps' in lines[2]
+    assert '| tpe+hyperband | 1 1 1 1 1 1 1 1 1 | 3400 | 5100 | 0.310 | 0.300, 0.200 (0.250) | 0.270 | - |' in lines
+    missing = strategy_quality.real_check_text(str(tmp_path / 'none.jsonl'), 'Pruning', 'cmd', 'searches')
+    assert missing[2] == 'Not run yet: `cmd` (searches).'

@@ -131,7 +131,8 @@ def test_the_improved_config_is_the_original_plus_the_improvements():
     assert [s.cls.__name__ for s in improved['LearningRate']['schedulers']] == ['CosineDecay']
     assert [s.cls.__name__ for s in original['LearningRate']['schedulers']] == ['PiecewiseDecay']
     assert 'rerank_top_k' not in original and original['save_dir'] != improved['save_dir']
-    changed = {'LearningRate', 'rerank_top_k', 'rerank_seeds', 'save_dir', 'filename'}
+    assert improved['strategy'] == 'tpe' and 'strategy' not in original  # the original's annealing, the default
+    changed = {'LearningRate', 'rerank_top_k', 'rerank_seeds', 'strategy', 'save_dir', 'filename'}
     for key in set(original) | set(improved):
         if key not in changed:
             assert improved.get(key) == original.get(key), key
