@@ -6,6 +6,8 @@ the candidate's predicted mean AP plus seed noise).
     python bench/strategy_quality.py [--strategies sanas,random,evolution,tpe,nsga2] [--budgets 10,25,50,100,300]
                                      [--repeats 30] [--workers 2] [--out bench/strategy_quality.jsonl]
     python bench/strategy_quality.py --summary     # the table (markdown) and bench/search_quality_strategies.png
+    python bench/strategy_quality.py --strategies tpe --budgets 100,300 --set rerank_top_k=5 --set rerank_seeds=2 \
+        --out bench/strategy_quality_rerank_5x2.jsonl    # a variant of demo.yml (see RERANK_VARIANTS)
 
 Each search is demo.yml as ``make demo`` runs it (its re-ranking of the top 2 with one more seed included) with
 ``search_steps`` = the budget, ``seed`` = the repeat, the latency limit = the demo's (45th percentile of the space
@@ -31,6 +33,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
+import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
@@ -54,6 +57,12 @@ BUDGETS = (10, 25, 50, 100, 300)
 # and a disk's fsync would make the benchmark hours longer without changing a single pick)
 SCRATCH = '/dev/shm' if os.path.isdir('/dev/shm') and os.access('/dev/shm', os.W_OK) else None
 SPACE_SAMPLE = 20000  # candidates priced and scored for the best under the limit and the best front
+# the re-ranking's variants against demo.yml's (top 2, one more seed), for the recommended strategy: its figures
+# before and after the re-ranking, and blazeface_improved.yml's (top 5, two more seeds); (label, --out file)
+RERANK_VARIANTS = (('none (the pick is the best single reward)', 'strategy_quality_rerank_none.jsonl'),
+                   ('top 5, two more seeds (blazeface_improved.yml)', 'strategy_quality_rerank_5x2.jsonl'))
+RERANK_COMMAND = ('python bench/strategy_quality.py --strategies tpe --budgets 100,300 --set rerank_top_k=K '
+                  '--set rerank_seeds=S --out bench/strategy_quality_rerank_{none,5x2}.jsonl')
 
 
 def free_port():
@@ -143,7 +152,8 @@ def run_one(strategy, budget, repeat, surrogate, reference, config, overrides=No
         mean, regret, hv = reference.score(pick, read_front(save_dir))
         return {'strategy': strategy, 'budget': budget, 'repeat': repeat, 'pick': list(pick),
                 'pick_latency_us': latency, 'pick_mean_ap': mean, 'regret': regret, 'hypervolume': hv,
-                'trainings': len(trained), 'asked': len(search.strategy.rows()), 'seconds': time.time() - start}
+                'trainings': len(trained), 'asked': len(search.strategy.rows()), 'seconds': time.time() - start,
+                'overrides': overrides or {}}
     finally:
         shutil.rmtree(save_dir, ignore_errors=True)
 
@@ -266,6 +276,25 @@ def surrogate_text(report, used):
     return lines + ['']
 
 
+def rerank_text(main_summary):
+    """The re-ranking's variants (RERANK_VARIANTS) against demo.yml's own, where they were run."""
+    runs = [(label, summarize(load_results(os.path.join(HERE, name)))) for label, name in RERANK_VARIANTS
+            if os.path.isfile(os.path.join(HERE, name))]
+    if not runs:
+        return []
+    keys = sorted({k for _, summary in runs for k in summary})
+    runs.insert(1, ('top 2, one more seed (demo.yml, the table above)', {k: main_summary.get(k) for k in keys}))
+    lines = ['### Re-ranking', '', 'Command: `{}` (K=0 for none, K=5 S=2). Cell: mean regret ± sd over the repeats '
+             '(surrogate mean AP of the pick; n).'.format(RERANK_COMMAND), '',
+             '| re-ranking | ' + ' | '.join('{} at {}'.format(*k) for k in keys) + ' |', '|---|' + '---|' * len(keys)]
+    for label, summary in runs:
+        cells = ['-' if summary.get(k) is None else '{:.4f} ± {:.4f} (AP {:.3f}; n={})'.format(
+            summary[k]['regret_mean'], summary[k]['regret_sd'], summary[k]['pick_mean_ap'], summary[k]['repeats'])
+            for k in keys]
+        lines.append('| {} | {} |'.format(label, ' | '.join(cells)))
+    return lines + ['']
+
+
 def real_check_text(path, title, command, what):
     """A section of real searches (bench/real_search_check.py's ``--out``), if they were run: each search's pick,
     its AP trained again with seeds 0 and 1, the training iterations the search spent, and the surrogate's view."""
@@ -310,7 +339,8 @@ def write_document(results_path, data_path, doc, note=None):
                   'of search time in all.'.format(len(results), sum(r['seconds'] for r in results) / 3600),
                   'Cell: mean regret +- sd (surrogate mean AP of the pick; hypervolume of the reported front as a '
                   'fraction of the best front; repeats).', '', markdown_table(summary), '',
-                  '![regret against budget](search_quality_strategies.png)']
+                  '![regret against budget](search_quality_strategies.png)', '']
+        lines += rerank_text(summary)
     else:
         lines += ['Not run yet: `python bench/strategy_quality.py --workers 2` needs the fitted surrogate.']
     lines += [''] + real_check_text(REAL_CHECK, 'Checked for real', 'python bench/real_search_check.py',
@@ -358,6 +388,8 @@ def main():
     parser.add_argument('--summary', action='store_true',
                         help='write the ground truth, surrogate and strategies part of bench/SEARCH_QUALITY.md')
     parser.add_argument('--note', help='a status line for the section (with --summary)')
+    parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                        help='a config value for every search (a variant of demo.yml; give it its own --out)')
     args = parser.parse_args()
     if args.summary:
         print(write_document(args.out, args.data, DOCUMENT, args.note))
@@ -369,8 +401,16 @@ def main():
     if not os.path.isfile(args.surrogate):  # before the workers start: their failure would be a traceback
         sys.exit('error: {}: no surrogate; fit it with python bench/surrogate.py --out {}'.format(
             args.surrogate, args.surrogate))
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition('=')
+        if not sep or not key:
+            sys.exit('error: --set {!r}: write KEY=VALUE (e.g. --set rerank_top_k=5)'.format(item))
+        overrides[key] = yaml.safe_load(value)
+    if overrides and os.path.abspath(args.out) == DEFAULT_OUT:
+        sys.exit('error: --set makes a variant of demo.yml; give its results a file of their own with --out')
     jobs = [(s, int(b), r) for r in range(args.repeats) for b in args.budgets.split(',') for s in strategies]
-    run(jobs, args.out, args.workers, args.surrogate, args.config)
+    run(jobs, args.out, args.workers, args.surrogate, args.config, overrides)
 
 
 if __name__ == '__main__':

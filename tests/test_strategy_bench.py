@@ -193,3 +193,16 @@ def test_a_real_check_section_has_each_search_its_iterations_and_both_seeds(tmp_
     assert '| tpe+hyperband | 1 1 1 1 1 1 1 1 1 | 3400 | 5100 | 0.310 | 0.300, 0.200 (0.250) | 0.270 | - |' in lines
     missing = strategy_quality.real_check_text(str(tmp_path / 'none.jsonl'), 'Pruning', 'cmd', 'searches')
     assert missing[2] == 'Not run yet: `cmd` (searches).'
+
+
+def test_the_rerank_section_sets_each_variant_beside_the_demos_own(tmp_path, monkeypatch):
+    def result(regret, rerank_top_k):
+        return {'strategy': 'tpe', 'budget': 300, 'repeat': 0, 'pick_mean_ap': 0.3, 'regret': regret,
+                'hypervolume': 0.5, 'seconds': 1.0, 'overrides': {'rerank_top_k': rerank_top_k}}
+    none = _write(tmp_path / 'none.jsonl', [result(0.05, 0), dict(result(0.03, 0), repeat=1)])
+    monkeypatch.setattr(strategy_quality, 'RERANK_VARIANTS', (('none', none), ('5x2', str(tmp_path / 'absent.jsonl'))))
+    demo = strategy_quality.summarize([result(0.02, 2)])
+    lines = strategy_quality.rerank_text(demo)
+    assert lines[4] == '| re-ranking | tpe at 300 |'
+    assert lines[6].startswith('| none | 0.0400 ± 0.0100 (AP 0.300; n=2) |')
+    assert 'demo.yml' in lines[7] and '0.0200 ± 0.0000' in lines[7] and len(lines) == 9
