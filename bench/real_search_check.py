@@ -61,23 +61,23 @@ def search(label, steps, limit):
     return json.loads(tokens), float(reward), save_dir
 
 
-def iterations_spent(save_dir, max_iters):
-    """Training iterations of the search: each candidate trained to the end or to where it was pruned (from the
-    history and, for pruned ones, the study's intermediate values), and the re-ranking's trainings."""
+def spent(save_dir, max_iters):
+    """(training iterations, training seconds) of the search: each candidate trained to the end or to where it was
+    pruned (from the history and, for pruned ones, the study's intermediate values), and the re-ranking's."""
     import csv
-    with open(os.path.join(save_dir, 'search_history.csv')) as f:
-        rows = list(csv.DictReader(f))
-    total = max_iters * sum(r['status'] in ('trained', 'failed') for r in rows)
-    if any(r['status'] == 'pruned' for r in rows):
+    rows = []
+    for name in ('search_history.csv', 'rerank.csv'):
+        if os.path.isfile(os.path.join(save_dir, name)):
+            with open(os.path.join(save_dir, name)) as f:
+                rows += [dict(r, file=name) for r in csv.DictReader(f)]
+    full = [r for r in rows if r['file'] == 'rerank.csv' or r['status'] in ('trained', 'failed')]
+    iterations = max_iters * len(full)
+    if any(r.get('status') == 'pruned' for r in rows):
         import optuna
         from optuna.trial import TrialState
         study = optuna.load_study(study_name='blazeface-nas', storage='sqlite:///' + os.path.join(save_dir, 'study.db'))
-        total += sum(max(t.intermediate_values) for t in study.get_trials(states=(TrialState.PRUNED,)))
-    rerank = os.path.join(save_dir, 'rerank.csv')
-    if os.path.isfile(rerank):
-        with open(rerank) as f:
-            total += max_iters * len(list(csv.DictReader(f)))
-    return total
+        iterations += sum(max(t.intermediate_values) for t in study.get_trials(states=(TrialState.PRUNED,)))
+    return iterations, sum(float(r['train_seconds'] or 0) for r in rows)
 
 
 def train_picks(picks, setup, limit, path):
@@ -117,8 +117,9 @@ def main():
     surrogate = Surrogate.load(args.surrogate)
     with open(args.out, 'w') as f:
         for strategy, (tokens, reward, save_dir) in found.items():
+            iterations, seconds = spent(save_dir, int(setup.cfg['max_iters']))
             row = {'strategy': strategy, 'steps': args.steps, 'pick': tokens, 'reported_ap': reward,
-                   'iterations': iterations_spent(save_dir, int(setup.cfg['max_iters'])),
+                   'iterations': iterations, 'train_seconds': seconds,
                    'latency_us': setup.pricer.price(tokens).latency_us,
                    'ap_seeds': [aps.get((tuple(tokens), s)) for s in SEEDS],
                    'surrogate_mean_ap': float(surrogate.mean([tokens], setup.space)[0]),
