@@ -65,11 +65,14 @@ def spent(save_dir, max_iters):
     """(training iterations, training seconds) of the search: each candidate trained to the end or to where it was
     pruned (from the history and, for pruned ones, the study's intermediate values), and the re-ranking's."""
     import csv
+    import glob
     rows = []
-    for name in ('search_history.csv', 'rerank.csv'):
-        if os.path.isfile(os.path.join(save_dir, name)):
-            with open(os.path.join(save_dir, name)) as f:
-                rows += [dict(r, file=name) for r in csv.DictReader(f)]
+    # an Optuna study's history is one file; sanas's workers each write their own (search_history_<host>_<pid>.csv)
+    histories = sorted(glob.glob(os.path.join(save_dir, 'search_history*.csv')))
+    for path in histories + [os.path.join(save_dir, 'rerank.csv')]:
+        if os.path.isfile(path):
+            with open(path) as f:
+                rows += [dict(r, file=os.path.basename(path)) for r in csv.DictReader(f)]
     full = [r for r in rows if r['file'] == 'rerank.csv' or r['status'] in ('trained', 'failed')]
     iterations = max_iters * len(full)
     if any(r.get('status') == 'pruned' for r in rows):
