@@ -48,7 +48,7 @@ class NasSearch:
         """``device``: where candidates train ('cpu', 'gpu', 'gpu:2'); by default from ``use_gpu``.
         ``local_worker``: started by a ``--workers`` host on this machine (shares its save_dir)."""
         check_search_inputs(setup)  # before the controller listens or anything is built
-        if setup.note:
+        if setup.note and not local_worker:  # the host has said it for this machine's workers
             logger.info('%s', setup.note)
         cfg = setup.cfg
         self.setup, self.cfg = setup, cfg
