@@ -37,6 +37,16 @@ DEMO = os.path.join(REPO, 'demo.yml')
 DEFAULT_OUT = os.path.join(HERE, 'real_search_check.jsonl')
 PICKS = os.path.join(HERE, 'real_search_picks.jsonl')
 BEST = re.compile(r'^# best tokens (\[[\d, ]+\]) \(AP ([\d.]+)\)')
+STAMP = re.compile(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+-')  # a search log line's time
+
+
+def wall_seconds(log_path):
+    """From the search log's first timed line to its last (a resumed search's pause included)."""
+    import datetime
+    with open(log_path) as f:
+        stamps = [m.group(1) for m in map(STAMP.match, f) if m]
+    first, last = (datetime.datetime.strptime(t, '%Y-%m-%d %H:%M:%S') for t in (stamps[0], stamps[-1]))
+    return (last - first).total_seconds()
 
 
 def search(label, steps, limit):
@@ -122,7 +132,7 @@ def main():
         for strategy, (tokens, reward, save_dir) in found.items():
             iterations, seconds = spent(save_dir, int(setup.cfg['max_iters']))
             row = {'strategy': strategy, 'steps': args.steps, 'pick': tokens, 'reported_ap': reward,
-                   'iterations': iterations, 'train_seconds': seconds,
+                   'iterations': iterations, 'train_seconds': seconds, 'wall_seconds': wall_seconds(save_dir + '.log'),
                    'latency_us': setup.pricer.price(tokens).latency_us,
                    'ap_seeds': [aps.get((tuple(tokens), s)) for s in SEEDS],
                    'surrogate_mean_ap': float(surrogate.mean([tokens], setup.space)[0]),

@@ -187,11 +187,11 @@ def test_hypervolume_of_a_front():
 
 def test_a_real_check_section_has_each_search_its_iterations_and_both_seeds(tmp_path):
     row = {'strategy': 'tpe+hyperband', 'steps': 25, 'pick': [1] * 9, 'reported_ap': 0.31, 'iterations': 5100,
-           'train_seconds': 600.0, 'latency_us': 3400.0, 'ap_seeds': [0.3, 0.2], 'surrogate_mean_ap': 0.27,
-           'benchmark_mean_pick_ap': None}
+           'train_seconds': 600.0, 'wall_seconds': 330.0, 'latency_us': 3400.0, 'ap_seeds': [0.3, 0.2],
+           'surrogate_mean_ap': 0.27, 'benchmark_mean_pick_ap': None}
     lines = strategy_quality.real_check_text(_write(tmp_path / 'check.jsonl', [row]), 'Pruning', 'cmd', 'searches')
-    assert lines[0] == '### Pruning' and '25 search steps' in lines[2]
-    row = '| tpe+hyperband | 1 1 1 1 1 1 1 1 1 | 3400 | 5100 | 10 | 0.310 | 0.300, 0.200 (0.250) | 0.270 | - |'
+    assert lines[0] == '### Pruning' and '25 search steps' in lines[2] and '(6 in all' in lines[2]
+    row = '| tpe+hyperband | 1 1 1 1 1 1 1 1 1 | 3400 | 5100 | 10.0 | 5.5 | 0.310 | 0.300, 0.200 (0.250) | 0.270 | - |'
     assert row in lines
     missing = strategy_quality.real_check_text(str(tmp_path / 'none.jsonl'), 'Pruning', 'cmd', 'searches')
     assert missing[2] == 'Not run yet: `cmd` (searches).'
