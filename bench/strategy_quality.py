@@ -6,7 +6,7 @@ the candidate's predicted mean AP plus seed noise).
     python bench/strategy_quality.py [--strategies sanas,random,evolution,tpe,nsga2] [--budgets 10,25,50,100,300]
                                      [--repeats 30] [--workers 2] [--out bench/strategy_quality.jsonl]
     python bench/strategy_quality.py --summary     # the table (markdown) and bench/search_quality_strategies.png
-    python bench/strategy_quality.py --strategies tpe --budgets 100,300 --set rerank_top_k=5 --set rerank_seeds=2 \
+    python bench/strategy_quality.py --strategies tpe --budgets 300 --set rerank_top_k=5 --set rerank_seeds=2 \
         --out bench/strategy_quality_rerank_5x2.jsonl    # a variant of demo.yml (see RERANK_VARIANTS)
 
 Each search is demo.yml as ``make demo`` runs it (its re-ranking of the top 2 with one more seed included) with
@@ -61,7 +61,7 @@ SPACE_SAMPLE = 20000  # candidates priced and scored for the best under the limi
 # before and after the re-ranking, and blazeface_improved.yml's (top 5, two more seeds); (label, --out file)
 RERANK_VARIANTS = (('none (the pick is the best single reward)', 'strategy_quality_rerank_none.jsonl'),
                    ('top 5, two more seeds (blazeface_improved.yml)', 'strategy_quality_rerank_5x2.jsonl'))
-RERANK_COMMAND = ('python bench/strategy_quality.py --strategies tpe --budgets 100,300 --set rerank_top_k=K '
+RERANK_COMMAND = ('python bench/strategy_quality.py --strategies tpe --budgets 300 --set rerank_top_k=K '
                   '--set rerank_seeds=S --out bench/strategy_quality_rerank_{none,5x2}.jsonl')
 
 
@@ -278,14 +278,18 @@ def surrogate_text(report, used):
 
 def rerank_text(main_summary):
     """The re-ranking's variants (RERANK_VARIANTS) against demo.yml's own, where they were run."""
-    runs = [(label, summarize(load_results(os.path.join(HERE, name)))) for label, name in RERANK_VARIANTS
-            if os.path.isfile(os.path.join(HERE, name))]
-    if not runs:
+    results = [(label, load_results(os.path.join(HERE, name))) for label, name in RERANK_VARIANTS
+               if os.path.isfile(os.path.join(HERE, name))]
+    if not results:
         return []
+    runs = [(label, summarize(rows)) for label, rows in results]
     keys = sorted({k for _, summary in runs for k in summary})
     runs.insert(1, ('top 2, one more seed (demo.yml, the table above)', {k: main_summary.get(k) for k in keys}))
-    lines = ['### Re-ranking', '', 'Command: `{}` (K=0 for none, K=5 S=2). Cell: mean regret ± sd over the repeats '
-             '(surrogate mean AP of the pick; n).'.format(RERANK_COMMAND), '',
+    hours = sum(r['seconds'] for _, rows in results for r in rows) / 3600
+    lines = ['### Re-ranking', '', 'Command: `{}` (K=0 for none, K=5 S=2); {:.1f} h of search time. A variant\'s '
+             'searches are the table\'s up to the re-ranking (same seeds, same rewards), so a difference is the '
+             're-ranking\'s. Cell: mean regret ± sd over the repeats (surrogate mean AP of the pick; n).'.format(
+                 RERANK_COMMAND, hours), '',
              '| re-ranking | ' + ' | '.join('{} at {}'.format(*k) for k in keys) + ' |', '|---|' + '---|' * len(keys)]
     for label, summary in runs:
         cells = ['-' if summary.get(k) is None else '{:.4f} ± {:.4f} (AP {:.3f}; n={})'.format(
