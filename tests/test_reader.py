@@ -88,7 +88,7 @@ def test_train_batches_have_the_agreed_layout(tmp_path, wider):
 
 def test_max_iters_cycles_reshuffled_epochs_deterministically(tmp_path, wider, caplog):
     section = config(tmp_path, wider)['TrainReader']
-    with caplog.at_level(logging.DEBUG, logger='ppdet.data.reader'):
+    with caplog.at_level(logging.INFO, logger='ppdet.data.reader'):
         first = batches(section, 'train', max_iters=7, seed=3)
     assert len(first) == 7
     ids = [b['im_id'].tolist() for b in first]

@@ -302,8 +302,7 @@ class _Tally:
             return
         counts = self.skipped + Counter(self.load_skips)
         detail = ', '.join('{}: {}'.format(k, n) for k, n in sorted(counts.items()))
-        # a clean epoch is the normal case, every epoch of every candidate: only a skip is worth the user's terminal
-        logger.log(logging.WARNING if counts else logging.DEBUG, '%s epoch %d: %d images used, %d skipped%s',
+        logger.log(logging.WARNING if counts else logging.INFO, '%s epoch %d: %d images used, %d skipped%s',
                    self.section, self.epoch, self.used, sum(counts.values()), ' ({})'.format(detail) if detail else '')
         if check and not self.used:
             raise DatasetError('{}: no usable image in epoch {} ({})'.format(self.section, self.epoch, detail))

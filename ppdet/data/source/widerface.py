@@ -206,7 +206,7 @@ class WIDERFaceDataSet:
             raise DatasetError('annotation file {} has no usable image records'.format(anno))
         if parser.zero_area:
             logger.info('%s: %d faces of zero width or height dropped', anno, parser.zero_area)
-        logger.debug('%d images in %s', len(records), anno)  # read again by every candidate: not for the terminal
+        logger.info('%d images in %s', len(records), anno)
         self.roidbs, self.skipped = records, parser.skipped
 
     def get_roidb(self):
