@@ -76,21 +76,22 @@ def spent(save_dir, max_iters):
     pruned (from the history and, for pruned ones, the study's intermediate values), and the re-ranking's."""
     import csv
     import glob
-    rows = []
+
+    def read(path):
+        with open(path) as f:
+            return list(csv.DictReader(f))
+
     # an Optuna study's history is one file; sanas's workers each write their own (search_history_<host>_<pid>.csv)
-    histories = sorted(glob.glob(os.path.join(save_dir, 'search_history*.csv')))
-    for path in histories + [os.path.join(save_dir, 'rerank.csv')]:
-        if os.path.isfile(path):
-            with open(path) as f:
-                rows += [dict(r, file=os.path.basename(path)) for r in csv.DictReader(f)]
-    full = [r for r in rows if r['file'] == 'rerank.csv' or r['status'] in ('trained', 'failed')]
-    iterations = max_iters * len(full)
-    if any(r.get('status') == 'pruned' for r in rows):
+    history = [r for path in sorted(glob.glob(os.path.join(save_dir, 'search_history*.csv'))) for r in read(path)]
+    rerank_path = os.path.join(save_dir, 'rerank.csv')
+    reranks = read(rerank_path) if os.path.isfile(rerank_path) else []
+    iterations = max_iters * (sum(r['status'] in ('trained', 'failed') for r in history) + len(reranks))
+    if any(r['status'] == 'pruned' for r in history):
         import optuna
         from optuna.trial import TrialState
         study = optuna.load_study(study_name='blazeface-nas', storage='sqlite:///' + os.path.join(save_dir, 'study.db'))
         iterations += sum(max(t.intermediate_values) for t in study.get_trials(states=(TrialState.PRUNED,)))
-    return iterations, sum(float(r['train_seconds'] or 0) for r in rows)
+    return iterations, sum(float(r['train_seconds'] or 0) for r in history + reranks)
 
 
 def train_picks(picks, setup, limit, path):

@@ -33,7 +33,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
-import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
@@ -43,6 +42,8 @@ from common import REPO, loadavg, write_section  # noqa: E402  (it puts the repo
 
 from bench.ground_truth import DEFAULT_TABLE, demo_limit, load_setup  # noqa: E402
 from bench.surrogate import DEFAULT_DATA, DEFAULT_MODEL, KINDS, Surrogate, best_kind  # noqa: E402
+from ppdet.core.cli import parse_overrides  # noqa: E402
+from ppdet.core.workspace import ConfigError  # noqa: E402
 from ppdet.slim.nas.strategies import STRATEGIES  # noqa: E402
 
 DEFAULT_OUT = os.path.join(HERE, 'strategy_quality.jsonl')
@@ -408,12 +409,10 @@ def main():
     if not os.path.isfile(args.surrogate):  # before the workers start: their failure would be a traceback
         sys.exit('error: {}: no surrogate; fit it with python bench/surrogate.py --out {}'.format(
             args.surrogate, args.surrogate))
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition('=')
-        if not sep or not key:
-            sys.exit('error: --set {!r}: write KEY=VALUE (e.g. --set rerank_top_k=5)'.format(item))
-        overrides[key] = yaml.safe_load(value)
+    try:
+        overrides = parse_overrides(args.set, '--set')
+    except ConfigError as e:
+        sys.exit('error: {}'.format(e))
     if overrides and os.path.abspath(args.out) == DEFAULT_OUT:
         sys.exit('error: --set makes a variant of demo.yml; give its results a file of their own with --out')
     jobs = [(s, int(b), r) for r in range(args.repeats) for b in args.budgets.split(',') for s in strategies]

@@ -2,7 +2,7 @@ import warnings
 
 import pytest
 
-from ppdet.core.cli import ArgsParser
+from ppdet.core.cli import ArgsParser, parse_overrides
 from ppdet.core.workspace import ConfigError, Tagged, build, create, load_config, merge_config, register
 from ppdet.slim.nas.config import load_search_config
 
@@ -136,3 +136,11 @@ def test_the_improved_config_is_the_original_plus_the_improvements():
     for key in set(original) | set(improved):
         if key not in changed:
             assert improved.get(key) == original.get(key), key
+
+
+def test_overrides_errors_name_the_option_they_came_from():
+    assert parse_overrides(['a.b=10', 'c=[1, 2]'], '--set') == {'a.b': 10, 'c': [1, 2]}
+    with pytest.raises(ConfigError, match=r"^--set 'nonsense': options are written key=value, e.g. --set max_iters"):
+        parse_overrides(['nonsense'], '--set')
+    with pytest.raises(ConfigError, match=r"^-o a: '\[1' is not a valid YAML value"):
+        parse_overrides(['a=[1'])

@@ -26,16 +26,17 @@ class ArgsParser(ArgumentParser):
         return args
 
 
-def parse_overrides(pairs):
+def parse_overrides(pairs, option='-o'):
+    """``key=value`` pairs as a dict, values read as YAML; a one-line ConfigError naming ``option`` otherwise."""
     overrides = {}
     for pair in pairs or []:
         if '=' not in pair:
-            raise ConfigError('-o {!r}: options are written key=value, e.g. -o max_iters=10'.format(pair))
+            raise ConfigError('{0} {1!r}: options are written key=value, e.g. {0} max_iters=10'.format(option, pair))
         key, text = pair.split('=', 1)
         try:
             overrides[key.strip()] = yaml.safe_load(text)
         except yaml.YAMLError:
-            raise ConfigError('-o {}: {!r} is not a valid YAML value'.format(key, text)) from None
+            raise ConfigError('{} {}: {!r} is not a valid YAML value'.format(option, key, text)) from None
     return overrides
 
 
