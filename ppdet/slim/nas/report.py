@@ -202,7 +202,7 @@ def plot_pareto(path, points, front, metric):
     ax.grid(alpha=0.3)
     ax.legend(loc='best', fontsize=8, framealpha=0.6)
     fig.tight_layout()
-    tmp = path + '.tmp.png'
+    tmp = '{}.tmp.{}.png'.format(path, os.getpid())  # per process, as files.atomic_write: clients share save_dir
     fig.savefig(tmp)
     plt.close(fig)
     os.replace(tmp, path)
