@@ -315,7 +315,7 @@ def _savemat(path, data):
     scipy.io.savemat(buffer, data)
     body = buffer.getvalue()
     with open(path, 'wb') as f:
-        f.write(b'MATLAB 5.0 MAT-file, written by make_synthetic_widerface.py'.ljust(116) + body[116:])
+        f.write(b'MATLAB 5.0 MAT-file, written by ppdet/utils/synthetic.py write_ground_truth'.ljust(116) + body[116:])
 
 
 def subset_indices(faces, subset, size):
@@ -330,31 +330,35 @@ def write_ground_truth(out, entries, size):
     """The official val ground truth for ``entries`` (the val split's (path, faces)), in ``out/WIDER_val/ground_truth``.
 
     As the eval_tools' files: ``wider_face_val.mat`` holds ``event_list`` (a cell column of event names),
-    ``file_list`` (per event, a cell column of image names without ``.jpg``), ``face_bbx_list`` (per image an
+    ``file_list`` (per event, a cell column of image names without their extension), ``face_bbx_list`` (per image an
     (n, 4) ``x y w h`` array) and one ``<label>_label_list`` per WIDER field; ``wider_<subset>_val.mat`` holds
     ``event_list``, ``file_list`` and ``gt_list`` (per image, the 1-based indices of the faces that subset counts).
+    ``size`` is the images' long side, which the subsets' face heights scale with: one number when all share it (the
+    synthetic set), or a ``{path: long side}`` dict for images of varied sizes (tools/convert_to_wider.py).
     """
+    sizes = size if isinstance(size, dict) else {rel: size for rel, _ in entries}
     by_event = {}
     for rel, faces in entries:
         event, name = rel.split('/')
-        by_event.setdefault(event, []).append((os.path.splitext(name)[0], np.array(faces, np.float64).reshape(-1, 10)))
+        by_event.setdefault(event, []).append((os.path.splitext(name)[0], np.array(faces, np.float64).reshape(-1, 10),
+                                               sizes[rel]))
     events = sorted(by_event, key=lambda e: int(e.split('--')[0]))
     event_list = _cells(events)
-    file_list = _cells([_cells([name for name, _ in by_event[e]]) for e in events])
+    file_list = _cells([_cells([name for name, _, _ in by_event[e]]) for e in events])
 
     def per_image(value):
-        return _cells([_cells([value(faces) for _, faces in by_event[e]]) for e in events])
+        return _cells([_cells([value(faces, side) for _, faces, side in by_event[e]]) for e in events])
 
     folder = os.path.join(out, GROUND_TRUTH_DIR)
     os.makedirs(folder, exist_ok=True)
-    face = {'event_list': event_list, 'file_list': file_list, 'face_bbx_list': per_image(lambda f: f[:, :4])}
+    face = {'event_list': event_list, 'file_list': file_list, 'face_bbx_list': per_image(lambda f, _: f[:, :4])}
     for column, label in enumerate(LABELS, start=4):
-        face['{}_label_list'.format(label)] = per_image(lambda f, c=column: f[:, c:c + 1])
+        face['{}_label_list'.format(label)] = per_image(lambda f, _, c=column: f[:, c:c + 1])
     _savemat(os.path.join(folder, 'wider_face_val.mat'), face)
     for subset in SUBSET_MIN_HEIGHT:
         _savemat(os.path.join(folder, 'wider_{}_val.mat'.format(subset)),
                  {'event_list': event_list, 'file_list': file_list,
-                  'gt_list': per_image(lambda f, s=subset: subset_indices(f, s, size))})
+                  'gt_list': per_image(lambda f, side, s=subset: subset_indices(f, s, side))})
 
 
 def write_split(out, split, count, size, seed, pool=None, scenes=tuple(SCENES), clutter='full'):
