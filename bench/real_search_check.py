@@ -60,7 +60,7 @@ def search(label, steps, limit):
                'strategy={}'.format(strategy), 'pruner={}'.format(pruner or 'none'),
                'search_steps={}'.format(steps), 'save_dir={}'.format(save_dir),
                'server_port={}'.format(free_port()), 'Constraint.table_file={}'.format(DEFAULT_TABLE),
-               'Constraint.max_constraint={}'.format(limit)]
+               'Constraint.max_constraint={}'.format(limit), 'Constraint.max_quantile=null']
         if os.path.isdir(save_dir):
             cmd += ['-r', save_dir]
         print(' '.join(cmd), flush=True)
@@ -90,7 +90,8 @@ def spent(save_dir, max_iters):
         import optuna
         from optuna.trial import TrialState
         study = optuna.load_study(study_name='blazeface-nas', storage='sqlite:///' + os.path.join(save_dir, 'study.db'))
-        iterations += sum(max(t.intermediate_values) for t in study.get_trials(states=(TrialState.PRUNED,)))
+        iterations += sum(max(t.intermediate_values) for t in study.get_trials(states=(TrialState.PRUNED,))
+                          if t.intermediate_values)  # a priced-out candidate is PRUNED before any
     return iterations, sum(float(r['train_seconds'] or 0) for r in history + reranks)
 
 

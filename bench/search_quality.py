@@ -91,7 +91,8 @@ def write_config(work, data, schedule, iters):
     return path
 
 
-FLOPS_ONLY = ['Constraint.ctype=flops', 'Constraint.max_constraint=null', 'Constraint.table_file=null']
+FLOPS_ONLY = ['Constraint.ctype=flops', 'Constraint.max_constraint=null', 'Constraint.max_quantile=null',
+              'Constraint.table_file=null']
 
 
 class Runner:
@@ -249,6 +250,7 @@ def run_annealing(work, config, bound, repeat):
                         'seed={}'.format(repeat), 'server_port={}'.format(18990 + repeat), 'log_iter=1000',
                         'rerank_top_k=0',  # re-ranked here, from the same runs
                         'Constraint.ctype=flops', 'Constraint.max_constraint={}'.format(bound),
+                        'Constraint.max_quantile=null',
                         'Constraint.table_file=null'] + (['-r', save_dir] if os.path.isdir(save_dir) else []),
                        cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         with open(done, 'w') as f:

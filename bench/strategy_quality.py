@@ -75,7 +75,8 @@ def free_port():
 def search_setup(strategy, budget, repeat, save_dir, limit, config, overrides=None):
     """demo.yml as make demo runs it, for one benchmark search."""
     values = {'strategy': strategy, 'search_steps': budget, 'seed': repeat, 'save_dir': save_dir,
-              'server_port': free_port(), 'Constraint.max_constraint': limit}
+              'server_port': free_port(), 'Constraint.max_constraint': limit,
+              'Constraint.max_quantile': None}
     return load_setup(config, DEFAULT_TABLE, dict(values, **(overrides or {})))
 
 

@@ -91,9 +91,18 @@ def search_space_name(name, ctype, table_prices_5x5=False):
 
 
 def structure_block(blazenet_args):
-    """The printed block users paste into a training config, line for line as the original prints it."""
+    """The printed block users paste into a training config, line for line as the original prints it.
+
+    ``blazenet_args``: what the search built (the config's BlazeNet section overlaid by the tokens'). This port's
+    keys that change the network follow, only when set away from the original's, so that the block rebuilds what was
+    searched: ``topology: paddledet`` (PaddleDetection 2.x's network), or ``dense_double_5x5: false``.
+    """
     lines = [STRUCTURE_START, 'BlazeNet:']
     for key in ('blaze_filters', 'double_blaze_filters', 'use_5x5kernel'):
         lines.append('  {}: {}'.format(key, blazenet_args[key]))
-    lines += ['  with_extra_blocks: true', '  lite_edition: false', STRUCTURE_END]
-    return '\n'.join(lines)
+    lines += ['  with_extra_blocks: true', '  lite_edition: false']
+    if blazenet_args.get('topology', 'original') != 'original':
+        lines.append('  topology: {}'.format(blazenet_args['topology']))
+    elif blazenet_args.get('dense_double_5x5') is False:
+        lines.append('  dense_double_5x5: false')
+    return '\n'.join(lines + [STRUCTURE_END])

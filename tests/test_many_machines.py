@@ -167,3 +167,15 @@ def test_a_database_error_during_setup_is_shown_as_what_it_is(server, database):
     url = make_url(database).set(username='reader', password='reader-pw-3').render_as_string(hide_password=False)
     line = _open_error(url)
     assert "creating Optuna's tables" in line and 'permission denied' in line and 'password' not in line
+
+
+@pytest.mark.parametrize('joins', [['is_server=false', 'server_ip=127.0.0.1'], ['server_ip=10.0.0.7']])
+def test_joining_an_optuna_search_the_sanas_way_is_one_line_naming_storage(tmp_path, dataset, capsys, joins):
+    """The original's many-clients recipe with strategy tpe would have each machine search alone, silently."""
+    import train_nas
+    from conftest import run_tool_main
+    config = tiny_config(tmp_path, dataset, strategy='tpe')
+    code, _, err = run_tool_main(train_nas.main, ['-c', config, '-o', *joins], capsys)
+    lines = [line for line in err.strip().splitlines() if line.startswith('error:')]
+    assert code == 2 and len(lines) == 1 and 'storage=postgresql://' in lines[0] and 'tpe' in lines[0], err
+    assert not os.path.exists(str(tmp_path / 'out')), 'the search started'

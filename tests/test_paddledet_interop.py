@@ -16,12 +16,14 @@ import subprocess
 
 import cv2
 import numpy as np
+import paddle
 import pytest
 import yaml
 
 import tools.eval_widerface as eval_widerface
 from ppdet.utils import synthetic
-from ppdet.modeling.backbones.blazenet import blazenet_plan
+from ppdet.modeling.architectures.blazeface import BlazeFace
+from ppdet.modeling.backbones.blazenet import BlazeNet, blazenet_plan
 from ppdet.slim.nas.latency import create_predictor
 from ppdet.slim.nas.report import (PADDLEDET_BASE, PADDLEDET_NAME, paddledet_feature_channels, paddledet_override,
                                    write_paddledet_override)
@@ -135,14 +137,17 @@ STRUCTURES = {
 }
 SIZES = [640, 96]
 NEGATIVE_SIZE = 96
+# searched with BlazeNet: {topology: paddledet} (the network 2.x builds): the file must build exactly that network
+TOPOLOGY_CASES = {'published_5x5_topology_paddledet': STRUCTURES['published_5x5'],
+                  'largest_topology_paddledet': STRUCTURES['largest']}
 
 
-def _write_case(root, case, tokens, size, edit=None):
+def _write_case(root, case, tokens, size, edit=None, **blazenet):
     folder = os.path.join(str(root), '{}_{}'.format(case, size))
     os.makedirs(folder)
     path = os.path.join(folder, FILE_NAME)
     with open(path, 'w') as f:
-        f.write(paddledet_override(tokens, SPACE.blazenet_args(tokens), 0.5, (size, size)))
+        f.write(paddledet_override(tokens, dict(SPACE.blazenet_args(tokens), **blazenet), 0.5, (size, size)))
     if edit:
         with open(path) as f:
             text = f.read()
@@ -205,6 +210,8 @@ def built(tmp_path_factory):
         cases = [(case, _write_case(root, case, tokens, size)) for case, tokens in STRUCTURES.items()]
         if size == NEGATIVE_SIZE:
             cases += [(case, _write_case(root, case, published, size, edit)) for case, edit in negatives.items()]
+            cases += [(case, _write_case(root, case, tokens, size, topology='paddledet'))
+                      for case, tokens in TOPOLOGY_CASES.items()]
         out = _run_helper(size, [p for _, p in cases], str(root))
         assert out['ppdet'].startswith(os.path.realpath(PADDLEDET_DIR) + os.sep), out['ppdet']
         assert out['input'] == [size, size] and int(out['numpy'].split('.')[0]) < 2
@@ -238,6 +245,31 @@ def test_paddledet_builds_and_runs_the_emitted_file(built, case, size):
     cells = [(size // 8) ** 2 * 2, (size // 16) ** 2 * 6]
     assert r['head'] == {'boxes': [[1, n, 4] for n in cells], 'scores': [[1, n, 2] for n in cells],
                          'priors': [[n, 4] for n in cells]}
+
+
+def _parameter_count(model):
+    return sum(int(np.prod(p.shape)) for p in model.parameters())
+
+
+@pytest.mark.parametrize('case', sorted(TOPOLOGY_CASES))
+def test_the_paddledet_topology_file_builds_the_searched_network(built, case):
+    """A search with BlazeNet: {topology: paddledet} writes a file whose network is the searched one: the maps of
+    the same blocks, the same 5x5 depthwise convs, the same parameters as the model the search trained (every
+    trainable parameter; 2.x's head shapes are this project's). tests/test_blazenet_topology.py checks the
+    backbones' outputs on the same weights."""
+    path, r = _result(built, case, NEGATIVE_SIZE)
+    assert r['ok'], '{}: {} failed: {}\n{}'.format(case, r['stage'], r['error'], r.get('traceback'))
+    tokens = TOPOLOGY_CASES[case]
+    args = dict(SPACE.blazenet_args(tokens), topology='paddledet')
+    with open(path) as f:
+        text = f.read()
+    assert 'the network it built, priced and trained is' in text and 'the search took it after' not in text
+    assert [m['channels'] for m in r['features']] == blazenet_plan(**args).feature_channels
+    assert r['kernel_sizes'] == [5] and r['double_pw_act'] == ['relu']
+    paddle.seed(0)
+    searched = _parameter_count(BlazeFace(BlazeNet(**args)))
+    original = _parameter_count(BlazeFace(BlazeNet(**SPACE.blazenet_args(tokens))))
+    assert r['params'] == searched < original  # the original's dense second 5x5 convs are not in 2.x
 
 
 def test_a_wrong_neck_in_channel_fails_in_paddledet(built):

@@ -139,3 +139,46 @@ def test_the_original_config_searches_under_the_855_table(tmp_path, dataset):
     assert len(trained) == 1 and 18000 <= float(trained[0].split(',')[5]) <= 57489
     assert 'for PaddleDetection 2.x: {}'.format(save_dir / 'best_paddledet.yml') in out.stdout
     assert (save_dir / 'best_paddledet.yml').is_file()
+
+
+# --- latency bounds: a table's latencies are read from a priced sample of the space
+GROUND_TRUTH_TABLE = os.path.join(REPO, 'bench', 'ground_truth_latency.txt')  # a fixed 96x96 table of the demo
+
+
+def _demo_argv(dataset, save_dir, *overrides):
+    return ['-c', os.path.join(REPO, 'demo.yml'), '-o', 'Constraint.table_file={}'.format(GROUND_TRUTH_TABLE),
+            'TrainReader.dataset.dataset_dir={}'.format(dataset), 'EvalReader.dataset.dataset_dir={}'.format(dataset),
+            'save_dir={}'.format(save_dir), *overrides]
+
+
+@pytest.mark.parametrize('bounds', [['Constraint.max_constraint=100'],
+                                    ['Constraint.min_constraint=100000000']])
+def test_latency_bounds_that_admit_nothing_are_one_line_before_anything_runs(tmp_path, dataset, capsys, bounds):
+    import train_nas
+    from conftest import run_tool_main
+    save_dir = str(tmp_path / 'out')
+    code, _, err = run_tool_main(train_nas.main, _demo_argv(dataset, save_dir, 'Constraint.max_quantile=null',
+                                                            *bounds), capsys)
+    lines = [line for line in err.strip().splitlines() if line.startswith('error:')]
+    assert code == 2 and len(lines) == 1, err[-2000:]
+    assert 'admits 0 of' in lines[0] and 'median' in lines[0] and 'tools/price_arch.py' in lines[0]
+    assert 'demo.yml --quantile' in lines[0] and 'max_quantile' in lines[0]
+    assert not os.path.exists(save_dir), 'something was started before the bounds were checked'
+
+
+def test_max_quantile_sets_the_limit_that_admits_that_share_of_the_space(tmp_path):
+    from ppdet.core.cli import parse_overrides
+    from ppdet.slim.nas.constraint import space_values
+    setup = load_search_config(os.path.join(REPO, 'demo.yml'), parse_overrides(
+        ['Constraint.table_file={}'.format(GROUND_TRUTH_TABLE)]))
+    assert setup.constraint.max_quantile == 0.45 and 'max_constraint {} us'.format(
+        setup.constraint.max_constraint) in setup.note
+    values = space_values(setup.pricer, setup.constraint)
+    share = sum(setup.constraint.admits_value(v) for v in values) / len(values)
+    assert share == pytest.approx(0.45, abs=0.01)
+    with pytest.raises(ConfigError, match='both max_constraint'):
+        load_search_config(os.path.join(REPO, 'demo.yml'), parse_overrides(
+            ['Constraint.table_file={}'.format(GROUND_TRUTH_TABLE), 'Constraint.max_constraint=3000']))
+    with pytest.raises(ConfigError, match='max_quantile is 45'):
+        load_search_config(os.path.join(REPO, 'demo.yml'), parse_overrides(
+            ['Constraint.table_file={}'.format(GROUND_TRUTH_TABLE), 'Constraint.max_quantile=45']))

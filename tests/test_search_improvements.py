@@ -1,6 +1,7 @@
 """The opt-in improvements for real: tools/train_candidate.py, weight inheritance and final re-ranking in a search
 with two workers, and a resume that re-trains nothing it already re-ranked (tiny synthetic set, FLOPs limit)."""
 import csv
+import glob
 import json
 import os
 import subprocess
@@ -81,9 +82,13 @@ def test_train_candidate_bad_input_is_one_line(trained, capsys, args, expected):
     assert expected in err.strip().splitlines()[-1], err[-500:]
 
 
-def _rerank_rows(save_dir):
-    with open(os.path.join(save_dir, 'rerank.csv'), newline='') as f:
+def _rows(path):
+    with open(path, newline='') as f:
         return list(csv.DictReader(f))
+
+
+def _rerank_rows(save_dir):
+    return _rows(os.path.join(save_dir, 'rerank.csv'))
 
 
 @pytest.fixture(scope='module')
@@ -113,6 +118,21 @@ def test_rerank_trains_the_top_two_again_and_records_mean_and_spread(improved):
     winner = header[0].split('best tokens ')[1].split(' (AP')[0]
     assert winner.strip('[]').replace(',', '') in {r['tokens'] for r in rows}
     assert 're-ranking the top 2 candidates with 1 more seeds each: 2 trainings, shared by every worker' in out.stderr
+
+
+def test_the_front_the_plot_and_the_pick_show_the_reranked_mean(improved):
+    _, save_dir, out = improved
+    history = {r['tokens']: float(r['ap']) for path in glob.glob(os.path.join(save_dir, 'search_history*.csv'))
+               for r in _rows(path) if r['status'] == 'trained'}  # each worker's
+    means = {r['tokens']: (history[r['tokens']] + float(r['ap'])) / 2 for r in _rerank_rows(save_dir)}
+    with open(os.path.join(save_dir, 'best_structure.yml')) as f:
+        header = f.readline()
+    pick, pick_ap = header.split('best tokens ')[1].split(' (AP')[0], float(header.split('(AP ')[1].split(')')[0])
+    pick = pick.strip('[]').replace(',', '')
+    assert pick_ap == pytest.approx(means[pick], abs=1e-4)
+    for row in _rows(os.path.join(save_dir, 'pareto.csv')):  # every point at the AP the pick was made on
+        assert float(row['ap']) == pytest.approx(means.get(row['tokens'], history[row['tokens']]), abs=1e-6)
+    assert 'AP {:.4f}'.format(means[pick]) in out.stderr.split('All steps end')[1]
 
 
 def test_resume_does_not_retrain_what_was_reranked(improved):

@@ -176,8 +176,8 @@ def test_two_local_workers_share_a_study_and_its_reranking(tmp_path, dataset):
         assert '# re-ranked: mean AP' in f.read()
 
 
-def _dashboard_studies(url, tmp_path):
-    """What a real optuna-dashboard, started on loopback for ``url``, lists (name -> number of trials)."""
+def _dashboard(url, tmp_path, path='/api/studies'):
+    """What a real optuna-dashboard, started on loopback for ``url``, answers at ``path`` (JSON)."""
     port = free_port()
     exe = os.path.join(os.path.dirname(sys.executable), 'optuna-dashboard')
     proc = subprocess.Popen([exe, url, '--host', '127.0.0.1', '--port', str(port)], stdout=subprocess.DEVNULL,
@@ -186,8 +186,8 @@ def _dashboard_studies(url, tmp_path):
         deadline = time.time() + 60
         while True:
             try:
-                with urllib.request.urlopen('http://127.0.0.1:{}/api/studies'.format(port), timeout=5) as r:
-                    return {s['study_name']: s for s in json.load(r)['study_summaries']}
+                with urllib.request.urlopen('http://127.0.0.1:{}{}'.format(port, path), timeout=5) as r:
+                    return json.load(r)
             except OSError:
                 if time.time() > deadline:
                     raise
@@ -195,6 +195,32 @@ def _dashboard_studies(url, tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _dashboard_studies(url, tmp_path):
+    """The studies a real optuna-dashboard lists (name -> summary)."""
+    return {s['study_name']: s for s in _dashboard(url, tmp_path)['study_summaries']}
+
+
+@pytest.mark.parametrize('strategy, objectives', [('random', ['AP']), ('nsga2', ['AP', 'flops'])])
+def test_the_dashboard_shows_priced_out_candidates_as_pruned_and_the_objective_as_ap(tmp_path, dataset, strategy,
+                                                                                     objectives):
+    config = tiny_config(tmp_path, dataset, strategy=strategy, search_steps=2, max_iters=2)
+    out = run_search(config, '-o', 'Constraint.max_constraint=2700000')  # rejects part of the space
+    assert out.returncode == 0, out.stderr[-3000:]
+    save_dir = str(tmp_path / 'out')
+    skipped = [r for r in _rows(os.path.join(save_dir, 'search_history.csv')) if r['status'] == 'skipped']
+    assert skipped, 'the bound should reject some candidates'
+    url = default_storage_url(save_dir)
+    study_id = _dashboard_studies(url, tmp_path)[STUDY]['study_id']
+    shown = _dashboard(url, tmp_path, '/api/studies/{}?after=0'.format(study_id))
+    assert shown['objective_names'] == objectives
+    states = {}
+    for t in shown['trials']:
+        status = {a['key']: a['value'] for a in t['user_attrs']}.get('status', 'trained')
+        states.setdefault(status, set()).add(t['state'])
+    assert states['skipped'] == {'Pruned'} and states['trained'] == {'Complete'}, states
+    assert len([t for t in shown['trials'] if t['state'] == 'Complete']) == 2, 'priced-out trials used no step'
 
 
 def test_a_sanas_search_is_mirrored_into_a_study_the_dashboard_shows(tmp_path, dataset):
@@ -301,6 +327,29 @@ def test_a_candidate_below_the_median_is_pruned_and_uses_a_step_but_is_never_the
     assert [r['status'] for r in rows].count('pruned') == 1
     assert [float(r['ap']) for r in rows if r['status'] == 'pruned'] == [0.1]
     assert len(strategy.rewards()) == 6 and strategy.best()[1] == pytest.approx(1.0)
+    from ppdet.slim.nas.files import History  # the history a pruned search writes is read back (tools, bench)
+    written = History(strategy.history_file(str(tmp_path / 'out'))).rows
+    assert [r['status'] for r in written].count('pruned') == 1
+    strategy.close()
+
+
+def test_a_priced_out_candidate_is_pruned_before_training_and_uses_no_step(tmp_path, dataset):
+    from ppdet.slim.nas.config import load_search_config
+    from ppdet.slim.nas.strategies import make_strategy
+    setup = load_search_config(tiny_config(tmp_path, dataset, strategy='tpe', search_steps=2))
+    strategy = make_strategy(setup, str(tmp_path / 'out'))
+    job = strategy.ask()
+    strategy.skip(job, dict(_priced_row(setup, job), status='skipped'))
+    assert strategy.progress() == 0
+    trial = strategy.study.get_trials()[0]
+    assert trial.state == TrialState.PRUNED and trial.user_attrs['status'] == 'skipped'
+    assert [r['status'] for r in strategy.rows()] == ['skipped']
+    for _ in range(2):
+        job = strategy.ask()
+        row = _priced_row(setup, job)
+        assert strategy.claim(job, row)
+        strategy.tell(job, dict(row, status='trained', ap=0.2))
+    assert strategy.ask() is None and strategy.progress() == 2
     strategy.close()
 
 

@@ -82,6 +82,16 @@ def test_unused_top_level_key_warns(tmp_path):
     assert any("'max_iter'" in str(w.message) for w in caught)
 
 
+def test_a_section_nothing_reads_warns_like_a_typo(tmp_path):
+    path = _write(tmp_path, 'SSDLoss: {overlap_threshold: 0.5}\nBlazeNet: {use_5x5kernel: false}\n'
+                            'Constraint: {ctype: flops}\nTrainReader: {inputs_def: {image_shape: [3, 64, 64]}}\n')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        load_search_config(path)
+    said = [str(w.message) for w in caught if 'not read' in str(w.message) or 'not used' in str(w.message)]
+    assert len(said) == 1 and "section 'SSDLoss' is not read" in said[0] and 'BlazeFace' in said[0], said
+
+
 @pytest.mark.parametrize('constraint, words', [
     ('{ctype: speed}', ['ctype', 'speed']),
     ('{ctype: flops, min_constraint: 10, max_constraint: 5}', ['min_constraint', 'max_constraint']),

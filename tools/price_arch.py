@@ -12,8 +12,6 @@ import json
 import os
 import sys
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ppdet.utils.logs import quiet_libraries  # noqa: E402
@@ -22,20 +20,7 @@ quiet_libraries()  # before paddle is imported (glog reads its level then)
 from ppdet.core.cli import ArgsParser, checked_tokens, run_cli  # noqa: E402
 from ppdet.core.workspace import ConfigError  # noqa: E402
 from ppdet.slim.nas.config import load_search_config  # noqa: E402
-from ppdet.slim.nas.latency import sample_candidates  # noqa: E402
-
-
-def space_quantile(setup, quantile, samples):
-    """The constraint's metric at ``quantile`` over ``samples`` random candidates (priced ones only), rounded."""
-    if not 0 < quantile < 1 or samples < 1:
-        raise ConfigError('--quantile must be between 0 and 1 and --samples positive, got {} and {}'.format(
-            quantile, samples))
-    values = [setup.constraint.value(setup.pricer.price(t)) for t in sample_candidates(setup.space, samples, 0)]
-    values = [v for v in values if v is not None]
-    if not values:
-        raise ConfigError('Constraint.table_file prices none of {} random candidates; build it for this config'.format(
-            samples))
-    return int(round(float(np.quantile(values, quantile))))
+from ppdet.slim.nas.constraint import space_quantile  # noqa: E402
 
 
 def main(argv=None):
@@ -49,7 +34,10 @@ def main(argv=None):
         raise ConfigError('give --tokens (candidates to price) or --quantile (a bound for the space), not both')
     setup = load_search_config(args.config, args.opt)
     if args.quantile is not None:
-        print(space_quantile(setup, args.quantile, args.samples), flush=True)
+        if not 0 < args.quantile < 1 or args.samples < 1:
+            raise ConfigError('--quantile must be between 0 and 1 and --samples positive, got {} and {}'.format(
+                args.quantile, args.samples))
+        print(space_quantile(setup.pricer, setup.constraint, args.quantile, args.samples), flush=True)
         return
     for text in args.tokens:
         tokens = checked_tokens(setup, text)

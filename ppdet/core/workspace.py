@@ -231,10 +231,16 @@ def merge_config(overrides, cfg):
     return cfg
 
 
-def check_top_level_keys(cfg, known):
-    """Warn about top-level keys that nothing reads (a typo such as ``max_iter`` would otherwise be silent)."""
-    unused = [k for k in cfg if k not in known and k not in _REGISTRY and k != 'filename']
+def check_top_level_keys(cfg, known, sections=()):
+    """Warn about top-level keys that nothing reads: a typo such as ``max_iter``, or a section of a registered
+    class the program never builds from the config (``SSDLoss:``); ``sections`` are the ones it builds."""
+    unused = [k for k in cfg if k not in known and k not in sections and k != 'filename']
     for key in unused:
-        warnings.warn('{}: top-level key {!r} is not used by anything; check its spelling'.format(
-            cfg.get('filename', '<config>'), key), stacklevel=2)
+        if key in _REGISTRY:
+            warnings.warn('{}: top-level section {!r} is not read (the sections read are {}); remove it, or put its '
+                          'keys where they are read'.format(cfg.get('filename', '<config>'), key,
+                                                            ', '.join(sections)), stacklevel=2)
+        else:
+            warnings.warn('{}: top-level key {!r} is not used by anything; check its spelling'.format(
+                cfg.get('filename', '<config>'), key), stacklevel=2)
     return unused

@@ -1,4 +1,5 @@
-"""BlazeNet, the BlazeFace backbone (https://arxiv.org/abs/1907.05047), as PaddleDetection 0.x built it.
+"""BlazeNet, the BlazeFace backbone (https://arxiv.org/abs/1907.05047), as PaddleDetection 0.x built it, or (with
+``topology: paddledet``) as PaddleDetection 2.x builds it.
 
 ``blazenet_plan`` describes the network as conv specs; ``BlazeNet`` builds exactly that description, and the
 pricing in ``ppdet.slim.nas.constraint`` reads the same description without building anything.
@@ -9,14 +10,19 @@ from typing import Tuple
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from ppdet.core.workspace import register
+from ppdet.core.workspace import ConfigError, register
 from ppdet.modeling.layers import BlockSpec, ConvSpec, PlacedConv, build_conv, conv_units, convs_of, place_block_units
 
-__all__ = ['BlazeNet', 'BlazeNetPlan', 'blazenet_plan']
+__all__ = ['BlazeNet', 'BlazeNetPlan', 'blazenet_plan', 'resolve_topology', 'TOPOLOGIES']
 
 DEFAULT_BLAZE_FILTERS = [[24, 24], [24, 24], [24, 48, 2], [48, 48], [48, 48]]
 DEFAULT_DOUBLE_BLAZE_FILTERS = [[48, 24, 96, 2], [96, 24, 96], [96, 24, 96],
                                 [96, 24, 96, 2], [96, 24, 96], [96, 24, 96]]
+# ``topology``: whose network the same arguments build. ``original``: PaddleDetection 0.x's (slim/nas, the published
+# models): the stride-8 map is the input of the last stride-2 double block, the second 5x5 conv of a double block is
+# dense. ``paddledet``: PaddleDetection 2.x's (2.6, develop), what a ``best_paddledet.yml`` trains: the maps are its
+# ``[outs[-4], outs[-1]]`` (the 4th block from the end and the last) and that 5x5 conv is depthwise.
+TOPOLOGIES = ('original', 'paddledet')
 
 
 @dataclass(frozen=True)
@@ -25,10 +31,16 @@ class BlazeNetPlan:
     stem: ConvSpec
     blocks: Tuple[BlockSpec, ...]
     feature_blocks: Tuple[int, ...]
+    topology: str = 'original'
 
     @property
     def feature_channels(self):
         return [self.blocks[i].out_channels for i in self.feature_blocks]
+
+    @property
+    def dense_5x5(self):
+        """Whether a 5x5 conv of a block is dense (the original's quirk in double blocks)."""
+        return any(c.kernel == 5 and c.groups == 1 for b in self.blocks for c in b.branch)
 
     def place_units(self, height, width):
         """Every runtime unit (convs and the ops between them) in execution order at this input size, and the
@@ -105,9 +117,36 @@ def _lite_plan():
     return BlazeNetPlan(stem, blocks, (10, len(blocks) - 1))
 
 
+def resolve_topology(topology='original', dense_double_5x5=None, with_extra_blocks=True, lite_edition=False):
+    """Check ``topology`` against the other keys; returns whether double blocks' second 5x5 conv is dense.
+
+    ``dense_double_5x5`` left out (None) follows the topology: dense for ``original`` (the quirk the published
+    models have), depthwise for ``paddledet``. Contradictions are one-line ``ConfigError``s naming the keys.
+    """
+    if topology not in TOPOLOGIES:
+        raise ConfigError('BlazeNet.topology is {!r}; use original (PaddleDetection 0.x\'s network, the default) or '
+                          'paddledet (the network PaddleDetection 2.x builds from best_paddledet.yml)'.format(topology))
+    if dense_double_5x5 is not None and not isinstance(dense_double_5x5, bool):
+        raise ConfigError('BlazeNet.dense_double_5x5 is {!r}; write true or false (or leave it out: the topology '
+                          'decides)'.format(dense_double_5x5))
+    if topology == 'original':
+        return True if dense_double_5x5 is None else dense_double_5x5
+    if dense_double_5x5:
+        raise ConfigError('BlazeNet.dense_double_5x5: true contradicts BlazeNet.topology: paddledet (PaddleDetection '
+                          '2.x builds that 5x5 conv depthwise); leave dense_double_5x5 out')
+    for key, value, builds in (('lite_edition', lite_edition, False), ('with_extra_blocks', with_extra_blocks, True)):
+        if bool(value) != builds:
+            raise ConfigError('BlazeNet.{}: {} contradicts BlazeNet.topology: paddledet (PaddleDetection 2.x has no '
+                              '{}: it builds the full network and returns two maps)'.format(
+                                  key, str(bool(value)).lower(), key))
+    return False
+
+
 def blazenet_plan(blaze_filters=DEFAULT_BLAZE_FILTERS, double_blaze_filters=DEFAULT_DOUBLE_BLAZE_FILTERS,
-                  with_extra_blocks=True, lite_edition=False, use_5x5kernel=True, dense_double_5x5=True):
-    """Describe BlazeNet from the original's arguments (the ``BlazeNet:`` block a search prints)."""
+                  with_extra_blocks=True, lite_edition=False, use_5x5kernel=True, dense_double_5x5=None,
+                  topology='original'):
+    """Describe BlazeNet from the original's arguments (the ``BlazeNet:`` block a search prints) and ``topology``."""
+    dense_double_5x5 = resolve_topology(topology, dense_double_5x5, with_extra_blocks, lite_edition)
     if lite_edition:
         return _lite_plan()
     stem = ConvSpec('conv1', 3, int(blaze_filters[0][0]), 3, 2)
@@ -131,6 +170,12 @@ def blazenet_plan(blaze_filters=DEFAULT_BLAZE_FILTERS, double_blaze_filters=DEFA
                                   dense_double_5x5=dense_double_5x5))
         channels = blocks[-1].out_channels
     taps.append(len(blocks) - 1)
+    if topology == 'paddledet':
+        # 2.x returns [outs[-4], outs[-1]] over all blocks, and sizes its neck from the 4th-last double block
+        if len(double_blaze_filters) < 4:
+            raise ConfigError('BlazeNet.topology: paddledet needs at least 4 double blocks (PaddleDetection 2.x taps '
+                              'the 4th block from the end), got {}'.format(len(double_blaze_filters)))
+        return BlazeNetPlan(stem, tuple(blocks), (len(blocks) - 4, len(blocks) - 1), topology)
     features = tuple(taps[-2:]) if with_extra_blocks else (taps[-1],)
     return BlazeNetPlan(stem, tuple(blocks), features)
 
@@ -163,15 +208,21 @@ class BlazeNet(nn.Layer):
         with_extra_blocks (bool): return the stride-8 map as well as the last one.
         lite_edition (bool): the fixed BlazeFace-lite backbone instead.
         use_5x5kernel (bool): 5x5 depthwise convs, else two 3x3 ones.
-        dense_double_5x5 (bool): keep the original's dense second 5x5 conv in double blocks (default, to match
-            the published models); false makes it depthwise as the paper and PaddleDetection 2.x do.
+        dense_double_5x5 (bool): keep the original's dense second 5x5 conv in double blocks (the default of the
+            original topology, to match the published models); false makes it depthwise as the paper and
+            PaddleDetection 2.x do. Left out, the topology decides.
+        topology (str): ``original`` (default): PaddleDetection 0.x's network, the stride-8 map taken at the input
+            of the last stride-2 double block. ``paddledet``: the network PaddleDetection 2.x builds from the same
+            keys (``best_paddledet.yml``): its maps are the 4th block from the end and the last (in this search
+            space the stride-8 map is one double block earlier) and double blocks' second 5x5 conv is depthwise.
     """
 
     def __init__(self, blaze_filters=DEFAULT_BLAZE_FILTERS, double_blaze_filters=DEFAULT_DOUBLE_BLAZE_FILTERS,
-                 with_extra_blocks=True, lite_edition=False, use_5x5kernel=True, dense_double_5x5=True):
+                 with_extra_blocks=True, lite_edition=False, use_5x5kernel=True, dense_double_5x5=None,
+                 topology='original'):
         super().__init__()
         self.plan = blazenet_plan(blaze_filters, double_blaze_filters, with_extra_blocks, lite_edition,
-                                  use_5x5kernel, dense_double_5x5)
+                                  use_5x5kernel, dense_double_5x5, topology)
         self.stem = build_conv(self.plan.stem)
         self.blocks = nn.LayerList([Block(b) for b in self.plan.blocks])
 

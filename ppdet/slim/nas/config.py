@@ -8,20 +8,23 @@ import ppdet.data  # noqa: F401  (registers the dataset and transform tags)
 import ppdet.optimizer  # noqa: F401  (registers LearningRate, OptimizerBuilder and their tags)
 import search_space  # noqa: F401  (registers BlazeFaceNasSpace in PaddleSlim)
 from ppdet.core.workspace import ConfigError, check_top_level_keys, create, load_config, merge_config
-from ppdet.slim.nas.constraint import CandidatePricer, Constraint, load_constraint_table, table_kernels
+from ppdet.modeling.backbones.blazenet import blazenet_plan
+from ppdet.slim.nas.constraint import (CandidatePricer, Constraint, load_constraint_table, resolve_quantile,
+                                       table_kernels)
 from ppdet.slim.nas.controller import lease_seconds
 from ppdet.slim.nas.strategies import PRUNERS, PRUNING_STRATEGIES, STRATEGIES, setting
 from search_space import search_space_name
 
 __all__ = ['SearchSetup', 'load_search_config', 'SEARCH_KEYS']
 
-# Top-level keys the search reads (registered sections such as BlazeNet or Constraint are known too).
+# Top-level keys the search reads, and the sections of registered classes it builds from the config.
 SEARCH_KEYS = ('architecture', 'max_iters', 'use_gpu', 'log_smooth_window', 'log_iter', 'metric', 'save_dir',
                'num_classes', 'reduce_rate', 'init_temperature', 'is_server', 'search_steps', 'server_ip',
                'server_port', 'search_space', 'TrainReader', 'EvalReader', 'max_consecutive_skips', 'seed',
                'max_client_wait', 'controller_wait', 'workers', 'inherit_weights', 'rerank_top_k', 'rerank_seeds',
                'strategy', 'storage', 'study_name', 'population_size', 'tournament_size', 'tpe_startup_trials',
                'heartbeat_interval', 'heartbeat_grace', 'client_lease', 'pruner', 'prune_interval')
+SEARCH_SECTIONS = ('Constraint', 'BlazeNet', 'BlazeFace', 'LearningRate', 'OptimizerBuilder')
 # Whole numbers >= 1 (strategy settings; see strategies/study.py for their defaults).
 POSITIVE_KEYS = ('population_size', 'tournament_size', 'tpe_startup_trials', 'heartbeat_interval',
                  'heartbeat_grace')
@@ -34,13 +37,13 @@ class SearchSetup:
     space_name: str
     space: object
     pricer: CandidatePricer
-    note: Optional[str] = None  # what the search says when it starts (why the kernel token is fixed)
+    note: Optional[str] = None  # what the search says when it starts (the limit a quantile gave, why 3x3 only)
 
 
 def load_search_config(path, overrides=None):
     """Everything a search or a pricing tool needs, with config mistakes raised before anything runs."""
     cfg = merge_config(overrides or {}, load_config(path))
-    check_top_level_keys(cfg, SEARCH_KEYS)
+    check_top_level_keys(cfg, SEARCH_KEYS, SEARCH_SECTIONS)
     for key, only in (('architecture', 'BlazeFace'), ('metric', 'WIDERFACE')):
         if cfg.get(key, only) != only:
             raise ConfigError('{}: {} is {!r}; this search supports {} only'.format(path, key, cfg[key], only))
@@ -72,8 +75,9 @@ def load_search_config(path, overrides=None):
                           'build a table with tools/build_latency_table.py --kernels 3,5'.format(
                               path, name, table.path))
     pricer = CandidatePricer(cfg, space, constraint, table)
-    note = _why_3x3(cfg, requested, name, table) if name != requested else None
-    return SearchSetup(cfg, constraint, name, space, pricer, note)
+    blazenet_plan(**pricer.blazenet_kwargs(space.init_tokens()))  # BlazeNet keys that contradict: one line, now
+    notes = [resolve_quantile(pricer, constraint), _why_3x3(cfg, requested, name, table) if name != requested else None]
+    return SearchSetup(cfg, constraint, name, space, pricer, '\n'.join(n for n in notes if n) or None)
 
 
 def _check_pruner(path, cfg, strategy):
@@ -109,6 +113,10 @@ def _check_strategy_keys(path, cfg):
             raise ConfigError('{}: {} is {!r}; give a non-empty string{}'.format(
                 path, key, cfg[key], ' (e.g. postgresql://user:password@host/db)' if key == 'storage' else ''))
     _check_pruner(path, cfg, strategy)
+    if strategy != 'sanas' and (cfg.get('is_server', True) is False or cfg.get('server_ip')):
+        raise ConfigError('{}: is_server: false / server_ip join the host of a sanas search, but strategy is {}, whose '
+                          'machines join one study through storage: give every machine the same storage='
+                          'postgresql://user:password@host/db (README, Many machines)'.format(path, strategy))
     if 'storage' in cfg and strategy == 'sanas':
         raise ConfigError('{}: storage is set but strategy is sanas, whose record is its controller; choose a '
                           'strategy of {} to search on a storage'.format(path, ', '.join(STRATEGIES[1:])))

@@ -17,10 +17,13 @@ import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+import numpy as np
+
 from ppdet.core.workspace import ConfigError, config_kwargs, register
 from ppdet.modeling.architectures.blazeface import place_blazeface_units
 from ppdet.modeling.backbones.blazenet import blazenet_plan
 from ppdet.modeling.layers import PlacedConv, conv_params, convs_of
+from ppdet.slim.nas.tokens import sample_candidates
 
 __all__ = ['Constraint', 'LatencyTable', 'Price', 'CandidatePricer', 'latency_key', 'unit_key', 'conv_flops',
            'train_input_size', 'load_constraint_table', 'table_kernels', 'RUN_OVERHEAD_KEY']
@@ -152,9 +155,13 @@ def _check_bound(key, bound, ctype):
 
 @register
 class Constraint:
-    """The search's limit: ``ctype`` flops or latency (us, from ``table_file``), inclusive [min, max]."""
+    """The search's limit: ``ctype`` flops or latency (us, from ``table_file``), inclusive [min, max].
 
-    def __init__(self, ctype, max_constraint=None, min_constraint=None, table_file=None):
+    ``max_quantile`` (not in the original): instead of ``max_constraint``, the limit that admits that share of the
+    space as this config prices it (``resolve_quantile``), so that one config serves machines whose tables differ.
+    """
+
+    def __init__(self, ctype, max_constraint=None, min_constraint=None, table_file=None, max_quantile=None):
         if ctype not in CTYPES:
             raise ConfigError('Constraint.ctype is {!r}; use one of {}'.format(ctype, ', '.join(CTYPES)))
         if ctype == 'latency' and not table_file:
@@ -165,8 +172,16 @@ class Constraint:
         if None not in (min_constraint, max_constraint) and min_constraint > max_constraint:
             raise ConfigError('Constraint.min_constraint ({}) is above Constraint.max_constraint ({})'.format(
                 min_constraint, max_constraint))
+        if max_quantile is not None:
+            if max_constraint is not None:
+                raise ConfigError('Constraint has both max_constraint ({}) and max_quantile ({}); keep one'.format(
+                    max_constraint, max_quantile))
+            if isinstance(max_quantile, bool) or not isinstance(max_quantile, (int, float)) or not 0 < max_quantile < 1:
+                raise ConfigError('Constraint.max_quantile is {!r}; write a share of the space between 0 and 1, e.g. '
+                                  '0.45'.format(max_quantile))
         self.ctype, self.table_file = ctype, table_file
         self.max_constraint, self.min_constraint = max_constraint, min_constraint
+        self.max_quantile = max_quantile
 
     @property
     def metric(self):
@@ -179,8 +194,9 @@ class Constraint:
     def admits(self, price):
         """True inside the bounds, False outside, None when the value is unknown (unpriced)."""
         value = self.value(price)
-        if value is None:
-            return None
+        return None if value is None else self.admits_value(value)
+
+    def admits_value(self, value):
         return not ((self.max_constraint is not None and value > self.max_constraint) or
                     (self.min_constraint is not None and value < self.min_constraint))
 
@@ -270,3 +286,31 @@ class CandidatePricer:
         if self.table is not None:
             price.latency_us, price.unpriced = self.table.price(units)
         return price
+
+
+QUANTILE_SAMPLES = 2000  # random candidates (seed 0) a quantile of the space is read from
+
+
+def space_values(pricer, constraint, samples=QUANTILE_SAMPLES, seed=0):
+    """The constraint's metric of ``samples`` random candidates of the space (the priced ones)."""
+    values = [constraint.value(pricer.price(t)) for t in sample_candidates(pricer.space, samples, seed)]
+    return [v for v in values if v is not None]
+
+
+def space_quantile(pricer, constraint, quantile, samples=QUANTILE_SAMPLES):
+    """The constraint's metric at ``quantile`` of the space (rounded): a max_constraint that admits that share."""
+    values = space_values(pricer, constraint, samples)
+    if not values:
+        raise ConfigError('Constraint.table_file prices none of {} random candidates; build it for this config with '
+                          'tools/build_latency_table.py'.format(samples))
+    return int(round(float(np.quantile(values, quantile))))
+
+
+def resolve_quantile(pricer, constraint):
+    """Set ``max_constraint`` from ``max_quantile`` (once, when the config loads); returns the line to log."""
+    if constraint.max_quantile is None:
+        return None
+    constraint.max_constraint = space_quantile(pricer, constraint, constraint.max_quantile)
+    return 'Constraint.max_quantile {}: max_constraint {} {} (admits {:.0%} of the space as {} prices it)'.format(
+        constraint.max_quantile, constraint.max_constraint, 'us' if constraint.ctype == 'latency' else 'FLOPs',
+        constraint.max_quantile, constraint.table_file if constraint.ctype == 'latency' else 'the FLOPs count')

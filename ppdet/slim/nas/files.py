@@ -18,7 +18,7 @@ __all__ = ['atomic_write', 'write_csv', 'History', 'HISTORY_FIELDS', 'HISTORY_NA
 
 HISTORY_FIELDS = ['step', 'tokens', 'status', 'flops', 'params', 'latency_us', 'ap', 'train_seconds', 'client']
 HISTORY_NAME = 'search_history.csv'
-STATUSES = ('trained', 'failed', 'skipped', 'unpriced')
+STATUSES = ('trained', 'failed', 'skipped', 'unpriced', 'pruned')  # pruned: stopped part way by the pruner
 REWARDED = ('trained', 'failed')  # the statuses of candidates that were trained and sent a reward
 HOST_CLIENT = 'host'
 

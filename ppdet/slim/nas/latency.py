@@ -33,6 +33,7 @@ from ppdet.slim.nas.config import load_search_config
 from ppdet.modeling.layers import PlacedConv
 from ppdet.slim.nas.constraint import RUN_OVERHEAD_KEY, LatencyTable, conv_flops, train_input_size, unit_key
 from ppdet.slim.nas.files import atomic_write
+from ppdet.slim.nas.tokens import sample_candidates
 
 __all__ = ['DEVICES', 'KERNELS', 'load_table_setup', 'candidate_model', 'DeployedBlazeFace', 'table_header',
            'with_kernels', 'space_units', 'missing_keys', 'reference_convs', 'measure_units', 'measure_table',
@@ -276,17 +277,6 @@ def calibrate_table(timer, writer, units, cfg, pricer, count=CALIBRATION_NETWORK
     final[RUN_OVERHEAD_KEY] = fixed
     writer.rewrite(final)
     return Calibration(fixed, slope, max(ratios) / min(ratios), len(candidates))
-
-
-def sample_candidates(space, count, seed):
-    """``count`` distinct random token vectors (fewer if the space is smaller)."""
-    ranges = space.range_table()
-    size = int(np.prod(ranges))
-    rng = random.Random(seed)
-    chosen = set()
-    while len(chosen) < min(count, size):
-        chosen.add(tuple(rng.randrange(r) for r in ranges))
-    return [list(t) for t in sorted(chosen)]
 
 
 def save_network(model, height, width, prefix):

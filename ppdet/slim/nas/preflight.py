@@ -2,19 +2,24 @@
 
 A search that cannot finish should say so in seconds, not after the controller is listening and the first
 candidate is built: the datasets of both readers (directory, annotation file, image directory), bounds that no
-candidate of the space can meet, and a writable ``save_dir``. The latency table is checked when the config loads.
+candidate of the space can meet (or, for latency, under 1% of a priced sample), and a writable ``save_dir``. The latency table is checked when the config loads.
 Each problem is one line naming the key and the fix; all of them are reported at once.
 """
 import os
 import tempfile
 
+import numpy as np
+
 from ppdet.core.workspace import ConfigError
 from ppdet.data.reader import check_reader
 from ppdet.data.source.widerface import DatasetError
+from ppdet.slim.nas.constraint import space_values
 
 __all__ = ['check_search_inputs', 'check_readers', 'get_dataset_hint']
 
 READERS = (('TrainReader', 'train'), ('EvalReader', 'eval'))
+BOUNDS_SAMPLES = 500  # random candidates a latency bound is checked on (about a second of pricing)
+MIN_ADMITTED = 0.01  # a bound admitting less than this share of them is a mistake, not a search
 
 
 def get_dataset_hint(dataset_dir):
@@ -53,9 +58,9 @@ def _dataset_problems(cfg):
 
 def _bounds_problem(setup):
     """Bounds outside what the space can price, e.g. latency microseconds left in place after ctype: flops."""
+    if setup.constraint.ctype != 'flops':
+        return _latency_bounds_problem(setup)
     constraint, space = setup.constraint, setup.space
-    if constraint.ctype != 'flops':
-        return None  # table latencies need not grow with every token; the search's skip limit catches those
     smallest = setup.pricer.price([0] * len(space.range_table())).flops
     largest = setup.pricer.price([r - 1 for r in space.range_table()]).flops
     if constraint.max_constraint is not None and constraint.max_constraint < smallest:
@@ -67,6 +72,27 @@ def _bounds_problem(setup):
                 'searched; lower it (the space spans {} to {})'.format(constraint.min_constraint, largest,
                                                                        smallest, largest))
     return None
+
+
+def _latency_bounds_problem(setup):
+    """Latency bounds that admit (almost) nothing of a priced sample: a table's latencies need not grow with every
+    token, so the space's range is read from a sample rather than from its smallest and largest candidates. Such a
+    search would otherwise log ``skipped`` for minutes until max_consecutive_skips."""
+    constraint = setup.constraint
+    values = space_values(setup.pricer, constraint, BOUNDS_SAMPLES)
+    if not values:
+        return None  # nothing priced: the table's problem, which the search reports as unpriced candidates
+    admitted = sum(constraint.admits_value(v) for v in values)
+    if admitted >= MIN_ADMITTED * len(values):
+        return None
+    bounds = ' and '.join('{} {}'.format(k, getattr(constraint, k)) for k in ('min_constraint', 'max_constraint')
+                          if getattr(constraint, k) is not None)
+    return ('Constraint {} us admit{} {} of {} priced random candidates ({:.1%}), as {} prices the space ({} to {} us, '
+            'median {}); set a limit in that range, e.g. the one python tools/price_arch.py -c {} --quantile 0.45 '
+            'prints (it admits 45% of the space), or Constraint.max_quantile: 0.45'.format(
+                bounds, '' if ' and ' in bounds else 's', admitted, len(values), admitted / len(values),
+                constraint.table_file, int(min(values)), int(max(values)), int(np.median(values)),
+                setup.cfg.get('filename', 'CONFIG')))
 
 
 def _save_dir_problem(save_dir):

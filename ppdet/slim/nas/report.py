@@ -3,6 +3,8 @@ from, and a plot of both.
 
 Two structure files: ``best_structure.yml``, the original's ``BlazeNet:`` block (for PaddleDetection 0.x and for
 this tool), and ``best_paddledet.yml``, an override of today's PaddleDetection (2.x / develop) BlazeFace config.
+Both describe what the search built: the config's ``BlazeNet`` section (``topology``, ``dense_double_5x5``) overlaid
+by the tokens. With ``BlazeNet: {topology: paddledet}`` the searched network is the one ``best_paddledet.yml`` trains.
 The front (``pareto.csv``) lists the trained candidates no other beats on both AP and the constraint's metric,
 each with both files under ``pareto/<tokens>/``.
 """
@@ -37,6 +39,9 @@ def write_best_structure(path, tokens, blazenet_args, ap, ranked=None):
     ``rerank.Ranked``): the winner was re-ranked, and ``ap`` is its mean; the file records mean and spread."""
     lines = structure_block(blazenet_args).splitlines()[1:-1]
     header = '# best tokens {} (AP {:.4f}); paste the BlazeNet block into a training config\n'.format(tokens, ap)
+    if blazenet_args.get('topology', 'original') == 'paddledet':
+        header += ('# topology: paddledet (this tool\'s key): the network PaddleDetection 2.x builds; to train it\n'
+                   '# there use best_paddledet.yml (PaddleDetection 0.x cannot build it)\n')
     if ranked is not None:
         header += '# re-ranked: {}\n'.format(ranked.describe())
     atomic_write(path, header + '\n'.join(lines) + '\n')
@@ -45,6 +50,12 @@ def write_best_structure(path, tokens, blazenet_args, ap, ranked=None):
 def paddledet_feature_channels(plan):
     """The channels PaddleDetection 2.x's BlazeNet hands its neck: it returns ``[outs[-4], outs[-1]]``."""
     return [plan.blocks[-4].out_channels, plan.blocks[-1].out_channels]
+
+
+def _block_label(blazenet_args, index):
+    """``double_blaze_filters[k]`` (or ``blaze_filters[k]``) of the plan's block ``index``."""
+    singles = len(blazenet_args['blaze_filters'])
+    return 'double_blaze_filters[{}]'.format(index - singles) if index >= singles else 'blaze_filters[{}]'.format(index)
 
 
 def _paddledet_readers(input_size):
@@ -76,17 +87,20 @@ def paddledet_override(tokens, blazenet_args, ap, input_size, min_sizes=PADDLEDE
     """The text of ``best_paddledet.yml``, or None when 2.x cannot build the structure (it has no lite edition).
 
     2.x's ``BlazeNeck`` has no ``from_config``, so its ``in_channel`` (and ``FaceHead.in_channels`` after it) must
-    be written out; the comment block says where 2.x's network differs from the searched one. ``input_size`` (H, W)
-    and ``min_sizes`` are the search's: when they are not the base's, the readers and priors follow them, so the
-    network PaddleDetection trains is the one the search priced (one file: one name, one checkpoint folder, and
-    nothing to forget). ``save_dir`` and ``weights`` name the same folder, where develop (2.7 on) saves; 2.6 saves
-    in ``<save_dir>/<config name>/``, so there the train command takes ``-o save_dir=output``.
+    be written out. ``blazenet_args`` are what the search built: with ``topology: paddledet`` that is 2.x's network
+    itself, and the comment block says so; with the original's, it says where 2.x's network differs.
+    ``input_size`` (H, W) and ``min_sizes`` are the search's: when they are not the base's, the readers and priors
+    follow them, so the network PaddleDetection trains is the one the search priced (one file: one name, one
+    checkpoint folder, and nothing to forget). ``save_dir`` and ``weights`` name the same folder, where develop
+    (2.7 on) saves; 2.6 saves in ``<save_dir>/<config name>/``, so there the train command takes
+    ``-o save_dir=output``.
     """
     if blazenet_args.get('lite_edition'):
         return None
     plan = blazenet_plan(**blazenet_args)
     channels = paddledet_feature_channels(plan)
     use_5x5 = bool(blazenet_args.get('use_5x5kernel', True))
+    same_network = plan.topology == 'paddledet'
     input_size = tuple(int(s) for s in input_size)
     min_sizes = [[float(s) for s in sizes] for sizes in min_sizes]
     resized = input_size != (PADDLEDET_INPUT, PADDLEDET_INPUT)
@@ -100,15 +114,33 @@ def paddledet_override(tokens, blazenet_args, ap, input_size, min_sizes=PADDLEDE
         '#   2.6:     python tools/train.py -c configs/face_detection/{}.yml -o save_dir=output'.format(name),
         '# (2.6 saves in <save_dir>/<config name>/, develop in <save_dir>/; add use_gpu=false without a GPU.)',
         '# (2.6.0 on Paddle 3 first needs git apply <this repo>/paddledet-2.6.0-paddle3.patch in its checkout.)',
-        '# (best_structure.yml beside this file is the same structure for PaddleDetection 0.x: slim/nas, v0.5.)',
-        '# How PaddleDetection 2.x builds it, compared with the network this search trained:',
-        '# - it takes the stride-8 feature map after double_blaze_filters[0]; the search took it after',
-        '#   double_blaze_filters[1] (same channels and stride, one block less before the stride-8 head);',
     ]
-    if use_5x5 and blazenet_args.get('dense_double_5x5', True):
-        notes.append('# - its second 5x5 conv of a double block is depthwise; the search (like the original) used a '
-                     'dense one,')
-        notes.append('#   so the 2.x model is smaller and faster than the searched FLOPs and latency say;')
+    if same_network:
+        notes += [
+            '# The search ran with BlazeNet: {topology: paddledet}: the network it built, priced and trained is',
+            '# the one PaddleDetection 2.x builds from this file (the same feature maps, depthwise 5x5 convs);',
+            '# best_structure.yml beside it is the same block for this tool (PaddleDetection 0.x cannot build it).',
+            '# How 2.x trains it, compared with the search:',
+        ]
+    else:
+        notes += [
+            '# (best_structure.yml beside this file is the same structure for PaddleDetection 0.x: slim/nas, v0.5.)',
+            '# How PaddleDetection 2.x builds it, compared with the network this search trained (a search config',
+            '# with BlazeNet: {topology: paddledet} searches the network 2.x builds, and this list shrinks):',
+        ]
+        ours, theirs = plan.feature_blocks[0], len(plan.blocks) - 4
+        if ours != theirs and len(plan.feature_blocks) == 2:
+            notes.append('# - it takes the stride-8 feature map after {}; the search took it after'.format(
+                _block_label(blazenet_args, theirs)))
+            blocks = abs(ours - theirs)
+            notes.append('#   {} ({} channels, {} block{} {} before the stride-8 head);'.format(
+                _block_label(blazenet_args, ours),
+                'same' if plan.blocks[ours].out_channels == plan.blocks[theirs].out_channels else 'other',
+                'one' if blocks == 1 else blocks, 's' if blocks > 1 else '', 'less' if theirs < ours else 'more'))
+        if plan.dense_5x5:
+            notes.append('# - its second 5x5 conv of a double block is depthwise; the search (like the original) used '
+                         'a dense one,')
+            notes.append('#   so the 2.x model is smaller and faster than the searched FLOPs and latency say;')
     if resized:
         notes.append('# - the readers below train, evaluate and infer at {}x{}, the size the search priced, with its '
                      'own augmentation ({});'.format(input_size[0], input_size[1], PADDLEDET_BASE))
@@ -167,20 +199,23 @@ def metric_text(metric, value):
     return '{:.1f} MFLOPs'.format(value / 1e6) if metric == 'flops' else '{:.0f} us'.format(value)
 
 
-def rewarded(rows, metric):
-    """Trained candidates with an AP and a price in ``metric``, one per token vector (its best AP)."""
+def rewarded(rows, metric, means=None):
+    """Trained candidates with an AP and a price in ``metric``, one per token vector: its best AP, or its mean
+    where it was re-ranked (``means``: tokens -> mean AP), the AP the pick is made on."""
     best = {}
     for r in rows:
         if r.get('status') in REWARDED and r.get(metric) not in (None, '') and r.get('ap') not in (None, ''):
             key = Tokens.parse(r['tokens'])
             if key not in best or float(r['ap']) > best[key][1]:
                 best[key] = (float(r[metric]), float(r['ap']), r)
-    return [(cost, ap, tokens, r) for tokens, (cost, ap, r) in best.items()]
+    means = means or {}
+    return [(cost, means.get(tokens, ap), tokens, r) for tokens, (cost, ap, r) in best.items()]
 
 
-def plot_pareto(path, points, front, metric):
+def plot_pareto(path, points, front, metric, pick=None):
     """Scatter of rewarded candidates, AP against the constraint metric; the front marked and each of its points
-    labelled with its cost, the best AP starred. ``points``: (cost, ap, tokens) of ``rewarded``."""
+    labelled with its cost, the pick (``pick``: its tokens; by default the best AP) starred. ``points``: (cost, ap,
+    tokens) of ``rewarded``."""
     import matplotlib.pyplot as plt  # the Agg backend is the entry points' choice (MPLBACKEND)
 
     scale, unit = (1e6, 'MFLOPs') if metric == 'flops' else (1.0, 'us')
@@ -193,9 +228,10 @@ def plot_pareto(path, points, front, metric):
         for i in front:
             ax.annotate('{:.0f}'.format(xs[i]) if metric != 'flops' else '{:.1f}'.format(xs[i]), (xs[i], ys[i]),
                         textcoords='offset points', xytext=(4, -10), fontsize=7, color='#8a4b10')
-        best = max(range(len(points)), key=lambda i: ys[i])
+        picked = [i for i in range(len(points)) if pick is not None and list(points[i][2]) == list(pick)]
+        best = picked[0] if picked else max(range(len(points)), key=lambda i: ys[i])
         ax.scatter([xs[best]], [ys[best]], marker='*', s=220, color='#c23b22', zorder=5,
-                   label='best: AP {:.3f}\n{}'.format(ys[best], list(points[best][2])))
+                   label='pick: AP {:.3f}\n{}'.format(ys[best], list(points[best][2])))
     ax.set_xlabel('{} ({})'.format({'flops': 'FLOPs', 'latency_us': 'latency'}.get(metric, metric), unit))
     ax.set_ylabel('AP@0.5 (reward)')
     ax.set_title('BlazeFace-NAS search: reward against cost')
@@ -208,14 +244,21 @@ def plot_pareto(path, points, front, metric):
     os.replace(tmp, path)
 
 
-def write_front(save_dir, points, front, metric, space, cfg):
+def searched_args(pricer, tokens):
+    """The BlazeNet arguments the search built and priced for ``tokens`` (a ``CandidatePricer``'s: the config's
+    BlazeNet section, e.g. its ``topology``, overlaid by the tokens')."""
+    return pricer.blazenet_kwargs(list(tokens))
+
+
+def write_front(save_dir, points, front, metric, pricer, cfg):
     """``pareto.csv`` (cheapest first) and, per point of the front, its structure in both forms under
-    ``pareto/<tokens>/``: what a user picks from when a little more latency may buy AP."""
+    ``pareto/<tokens>/``: what a user picks from when a little more latency may buy AP. ``pricer``: the search's
+    ``CandidatePricer`` (what it built for each token vector)."""
     rows = []
     for i in sorted(front, key=lambda i: points[i][0]):
         _, ap, tokens, row = points[i]
         folder = os.path.join(save_dir, 'pareto', tokens.folder)
-        args = space.blazenet_args(list(tokens))
+        args = searched_args(pricer, tokens)
         write_best_structure(os.path.join(folder, 'best_structure.yml'), list(tokens), args, ap)
         write_paddledet_override(os.path.join(folder, 'best_paddledet.yml'), list(tokens), args, ap, cfg)
         rows.append(dict({k: row.get(k) for k in PARETO_FIELDS}, tokens=tokens, ap=ap,
@@ -224,21 +267,24 @@ def write_front(save_dir, points, front, metric, space, cfg):
     return rows
 
 
-def write_report(save_dir, setup, strategy, ranked=None):
-    """What the search leaves: history, best structure (of ``ranked``, the re-ranked winner, if given) in both
-    forms, the front, the plot; the structure block printed and the output paths. Returns (tokens, AP)."""
+def write_report(save_dir, setup, strategy, ranked=()):
+    """What the search leaves: history, best structure (of ``ranked[0]``, the re-ranked winner, if any) in both
+    forms, the front, the plot; the structure block printed and the output paths. Returns (tokens, AP). The front,
+    the plot and the pick show one AP per candidate: the mean of its trainings where it was re-ranked."""
     metric = strategy.metric
     tokens, reward = strategy.best()
+    means = {Tokens(r.tokens): r.mean for r in ranked}
+    ranked = ranked[0] if ranked else None
     if ranked is not None:
         if list(ranked.tokens) != list(tokens):
             logger.info('re-ranking changed the winner: %s (mean %.4f) rather than %s (best single AP %.4f)',
                         ranked.tokens, ranked.mean, list(tokens), reward)
         tokens, reward = ranked.tokens, ranked.mean
     outputs = {'history': strategy.history_file(save_dir)}
-    points = rewarded(strategy.rows(), metric)
+    points = rewarded(strategy.rows(), metric, means)
     if tokens is not None:
         tokens = list(tokens)
-        args = setup.space.blazenet_args(tokens)
+        args = searched_args(setup.pricer, tokens)
         outputs['best structure'] = os.path.join(save_dir, 'best_structure.yml')
         write_best_structure(outputs['best structure'], tokens, args, reward, ranked)
         paddledet = os.path.join(save_dir, 'best_paddledet.yml')
@@ -246,9 +292,9 @@ def write_report(save_dir, setup, strategy, ranked=None):
             outputs['for PaddleDetection 2.x'] = paddledet
         front = pareto_front([p[:2] for p in points])
         outputs['pareto front'] = os.path.join(save_dir, 'pareto.csv')
-        front_rows = write_front(save_dir, points, front, metric, setup.space, setup.cfg)
+        front_rows = write_front(save_dir, points, front, metric, setup.pricer, setup.cfg)
         outputs['pareto plot'] = os.path.join(save_dir, 'search_pareto.png')
-        plot_pareto(outputs['pareto plot'], points, front, metric)
+        plot_pareto(outputs['pareto plot'], points, front, metric, tokens)
         outputs.update(strategy.outputs())
         logger.info('All steps end, the best BlazeFace-NAS structure is (tokens %s, AP %.4f):', tokens, reward)
         print(structure_block(args), flush=True)

@@ -92,8 +92,8 @@ class NasSearch:
         except (SaveError, SearchExhausted) as e:
             raise SearchError(str(e)) from None
 
-    def report(self, ranked=None):
-        """The report files, the structure block (of ``ranked``, the re-ranked winner, if given) and the output
+    def report(self, ranked=()):
+        """The report files, the structure block (of ``ranked[0]``, the re-ranked winner, if any) and the output
         paths; returns (best tokens, best AP)."""
         return write_report(self.save_dir, self.setup, self.strategy, ranked)
 
@@ -186,27 +186,26 @@ class NasSearch:
     # --- the final re-ranking, shared by every worker
     def _rerank(self, report):
         """Train the re-ranking's jobs this worker can take; the reporting process then waits for the others' and
-        returns the winner (a ``rerank.Ranked``), else None."""
+        returns the re-ranked candidates (``rerank.Ranked``, best mean first), else an empty list."""
         board = self.strategy.board() if self.rerank_plan.enabled else None
         if board is None:
-            return None
+            return []
         if report and self.strategy.posts_rerank:
             jobs = rerank_jobs(self.strategy.rewards(), self.rerank_plan, self.trainer.seed)
             if board.post(jobs):
                 logger.info('re-ranking the top %d candidates with %d more seeds each: %d trainings, shared by every '
                             'worker', self.rerank_plan.top_k, self.rerank_plan.seeds, len(jobs))
         elif not board.wait_posted():
-            return None
+            return []
         self._take_jobs(board)
         if not report:
-            return None
+            return []
         while board.pending():  # others' jobs; one whose worker died comes back, and is taken here
             time.sleep(BOARD_POLL)
             self._take_jobs(board)
         results = board.results()
         write_rerank_csv(os.path.join(self.save_dir, 'rerank.csv'), results)
-        ranked = rank(self.strategy.rewards(), self.rerank_plan, self.trainer.seed, results)
-        return ranked[0] if ranked else None
+        return rank(self.strategy.rewards(), self.rerank_plan, self.trainer.seed, results)
 
     def _take_jobs(self, board):
         while True:

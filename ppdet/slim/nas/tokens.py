@@ -4,9 +4,12 @@ A vector is written four ways, each where its readers expect it: ``2,1,3`` on th
 protocol), ``2 1 3`` in CSV files, ``2-1-3`` in folder names, and ``[2, 1, 3]`` as the keys of PaddleSlim's
 ``SAController._searched``. ``Tokens.parse`` reads any of them back.
 """
+import random
 import re
 
-__all__ = ['Tokens']
+import numpy as np
+
+__all__ = ['Tokens', 'sample_candidates']
 
 _SPELLING = re.compile(r'^\s*(\[\s*)?\d+(\s*[,\s-]\s*\d+)*\s*\]?\s*$')  # tokens are never negative
 
@@ -43,3 +46,14 @@ class Tokens(tuple):
 
     def __repr__(self):
         return self.key
+
+
+def sample_candidates(space, count, seed):
+    """``count`` distinct random token vectors of ``space`` (fewer if the space is smaller), sorted."""
+    ranges = space.range_table()
+    size = int(np.prod(ranges))
+    rng = random.Random(seed)
+    chosen = set()
+    while len(chosen) < min(count, size):
+        chosen.add(tuple(rng.randrange(r) for r in ranges))
+    return [list(t) for t in sorted(chosen)]

@@ -10,6 +10,7 @@ have a save_dir of their own and take no part in the re-ranking.
 import glob
 import logging
 import os
+import warnings
 
 import optuna
 
@@ -18,7 +19,7 @@ from ppdet.slim.nas.files import History, claim_history, dead_histories
 from ppdet.slim.nas.inherit import parent_weights
 from ppdet.slim.nas.strategies import Job, Strategy, setting
 from ppdet.slim.nas.strategies.storage import JobBoard, default_storage_url, open_storage
-from ppdet.slim.nas.strategies.study import param_names
+from ppdet.slim.nas.strategies.study import metric_names, param_names
 from ppdet.slim.nas.tokens import Tokens
 
 __all__ = ['SanasStrategy', 'MIRROR_STUDY']
@@ -146,6 +147,9 @@ class SanasStrategy(Strategy):
         """Copy the controller's rewards not yet in the ``sanas`` study (tokens, AP, price) into it."""
         study = optuna.create_study(study_name=MIRROR_STUDY, storage=self.storage(), direction='maximize',
                                     load_if_exists=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(metric_names('sanas', self.metric))
         names = param_names(len(self.setup.space.range_table()))
         seen = {Tokens(t.params[n] for n in names) for t in study.get_trials(deepcopy=False)}
         distributions = {n: optuna.distributions.IntDistribution(0, r - 1)

@@ -3,8 +3,11 @@ the search, shared by every worker of every machine that runs the same command.
 
 - A candidate is a trial with one integer parameter per token. The published structure (the space's initial
   tokens) is enqueued as the study's first trial.
-- Priced out (outside the constraint, unpriced), or already trained or in training: the trial is FAIL (its
-  ``status`` attribute says why) and the sampler ignores it; no step is used.
+- Priced out (outside the constraint, or unpriced): the trial is PRUNED before its first iteration, its
+  ``status`` attribute ``skipped`` or ``unpriced`` (optuna-dashboard shows it as pruned, not as a failure; TPE reads
+  it as a poor candidate, the others ignore it); no step is used. Already trained or in training: FAIL
+  (``duplicate``), which every sampler ignores. The objective is named ``AP`` (and nsga2's second after the
+  constraint's metric).
 - ``search_steps`` counts COMPLETE trials. A worker trains only while the trials trained and in training leave
   room (``claim``), so the count is exact; a worker that dies stops beating, its trial is failed after the
   storage's grace period and re-queued (``storage.py``), and the next worker trains it.
@@ -30,17 +33,29 @@ from ppdet.slim.nas.strategies.storage import (Heartbeat, JobBoard, ask_quietly,
 from ppdet.slim.nas.tokens import Tokens
 from search_space.blazefacespace_nas import TOKEN_NAMES
 
-__all__ = ['StudyStrategy', 'SearchExhausted', 'param_names', 'init_storage']
+__all__ = ['StudyStrategy', 'SearchExhausted', 'param_names', 'metric_names', 'used_step', 'init_storage']
 
 logger = logging.getLogger(__name__)
 MAX_DUPLICATES = 1000  # proposals in a row that were trained already: the space under the constraint is used up
 SIGNATURE_WAIT = 10.0  # seconds a joining worker waits for the study's creator to record the search it is for
 POLL = 1.0  # seconds between looks at the study while every step is trained or in training
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # the trials that used a step (a pruned one was trained part way)
+PRICED_OUT = ('skipped', 'unpriced')  # statuses of the PRUNED trials that were never trained (no step used)
 
 
 class SearchExhausted(RuntimeError):
     """The strategy keeps proposing candidates already trained: nothing new is left to try."""
+
+
+def used_step(trial):
+    """Whether a finished trial counts against ``search_steps``: trained (COMPLETE), or stopped part way by the
+    pruner (PRUNED, status ``pruned``); a priced-out one (PRUNED before training) does not."""
+    return trial.state == TrialState.COMPLETE or (
+        trial.state == TrialState.PRUNED and trial.user_attrs.get('status') not in PRICED_OUT)
+
+
+def metric_names(strategy, metric):
+    """The study's objective names as optuna-dashboard shows them."""
+    return ['AP', metric] if strategy == 'nsga2' else ['AP']
 
 
 def param_names(count):
@@ -127,6 +142,9 @@ class StudyStrategy(Strategy):
             created = False
         signature = search_signature(setup)
         if created:
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+                self.study.set_metric_names(metric_names(self.name, self.metric))
             self.study.set_user_attr('search', signature)
             self.study.set_user_attr('strategy', self.name)
             self.study.enqueue_trial(dict(zip(self.names, setup.space.init_tokens())))
@@ -170,13 +188,13 @@ class StudyStrategy(Strategy):
         return [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get('status') == 'training']
 
     def progress(self):
-        return len(self._trials(*FINISHED))
+        return sum(used_step(t) for t in self._trials(TrialState.COMPLETE, TrialState.PRUNED))
 
     def ask(self):
         waiting = None
         while True:
             trials = self._trials()
-            done = sum(t.state in FINISHED for t in trials)
+            done = sum(used_step(t) for t in trials)
             if done >= self.steps:
                 return None
             training = len(self._in_training(trials))
@@ -189,7 +207,7 @@ class StudyStrategy(Strategy):
                 continue
             trial = ask_quietly(self.study)
             tokens = Tokens(trial.suggest_int(name, 0, r - 1) for name, r in zip(self.names, self.ranges))
-            taken = {self._tokens(t) for t in trials if t.state in FINISHED} | {
+            taken = {self._tokens(t) for t in trials if used_step(t)} | {
                 self._tokens(t) for t in self._in_training(trials)}
             if tokens in taken:
                 self._give_back(trial, 'duplicate')
@@ -225,7 +243,7 @@ class StudyStrategy(Strategy):
         trial, heartbeat = job.handle
         heartbeat.stop()
         self._record(trial, row)
-        self.study.tell(trial, state=TrialState.FAIL)
+        self.study.tell(trial, state=TrialState.PRUNED)
 
     def claim(self, job, row):
         """Mark the trial as in training, then train only if the trials trained and in training before it leave
@@ -234,7 +252,7 @@ class StudyStrategy(Strategy):
         self._record(trial, dict(row, status='training'))
         trials = self._trials()
         ahead = [t for t in self._in_training(trials) if t._trial_id < trial._trial_id]
-        if sum(t.state in FINISHED for t in trials) + len(ahead) < self.steps:
+        if sum(used_step(t) for t in trials) + len(ahead) < self.steps:
             return True
         heartbeat.stop()
         if fixed_params(self.storage, trial) is not None:
@@ -272,8 +290,9 @@ class StudyStrategy(Strategy):
         rows = []
         for t in self._trials(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
             status = t.user_attrs.get('status')
-            if t.state == TrialState.FAIL and status not in ('skipped', 'unpriced'):
+            if t.state == TrialState.FAIL and status not in PRICED_OUT:
                 continue  # duplicates, surplus and lost trainings are not candidates of the history
+                # (a study written before priced-out trials were PRUNED has them as FAIL: still read)
             row = {k: t.user_attrs.get(k) for k in HISTORY_FIELDS}
             row.update(step=t.number + 1, tokens=self._tokens(t).csv, status=status or 'trained')
             if t.state == TrialState.COMPLETE:
