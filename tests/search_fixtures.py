@@ -1,4 +1,5 @@
 """A tiny synthetic WIDER set and a tiny search config, shared by the search tests."""
+import json
 import os
 import pathlib
 import re
@@ -6,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
@@ -115,3 +117,24 @@ def read_until(proc, predicate, timeout=180):
         if predicate(line):
             return lines
     raise AssertionError('never seen; log so far:\n' + ''.join(lines[-30:]))
+
+
+def dashboard(url, tmp_path, path='/api/studies'):
+    """What a real optuna-dashboard, started on loopback for ``url``, answers at ``path`` (JSON)."""
+    port = free_port()
+    exe = os.path.join(os.path.dirname(sys.executable), 'optuna-dashboard')
+    proc = subprocess.Popen([exe, url, '--host', '127.0.0.1', '--port', str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=str(tmp_path))
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen('http://127.0.0.1:{}{}'.format(port, path), timeout=5) as r:
+                    return json.load(r)
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(10)

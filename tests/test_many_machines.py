@@ -11,7 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 from postgres_server import PASSWORD, USER, fresh_database, postgres_server
-from search_fixtures import REPO, free_port, tiny_config, tiny_dataset, wait_until_gone
+from search_fixtures import REPO, dashboard, free_port, tiny_config, tiny_dataset, wait_until_gone
 from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.strategies.storage import open_storage
 from search_space.blazefacespace_nas import BlazeFaceNasSpace
@@ -134,6 +134,8 @@ def test_init_storage_creates_the_study_once_and_workers_join_it(tmp_path, datas
     assert again.returncode == 0 and 'already there' in again.stdout, again.stderr[-2000:]
     study = optuna.load_study(study_name=STUDY, storage=database)
     assert len(study.get_trials()) == 1, 'the published structure is enqueued once'
+    shown = dashboard(database, tmp_path)  # optuna-dashboard on the README's URL form
+    assert [s['study_name'] for s in shown['study_summaries']] == [STUDY]
 
 
 # --- the one-line errors, told apart (in-process: opening a storage is all they need)

@@ -1,21 +1,17 @@
 """The search strategies (random, evolution, tpe, nsga2 on an Optuna study; sanas's mirror), the accuracy-cost
 front, the shared re-ranking board, and many workers on one real PostgreSQL study."""
 import csv
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
-import urllib.request
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from postgres_server import PASSWORD, postgres_server
-from search_fixtures import free_port, read_until, run_search, start_search, tiny_config, tiny_dataset, \
-    wait_until_gone
+from search_fixtures import dashboard as _dashboard, free_port, read_until, run_search, start_search, tiny_config, \
+    tiny_dataset, wait_until_gone
 from ppdet.slim.nas.strategies.evolution import RegularizedEvolutionSampler
 from ppdet.slim.nas.strategies.storage import JobBoard, default_storage_url, open_storage
 from ppdet.slim.nas.strategies.study import param_names
@@ -134,7 +130,7 @@ def test_every_strategy_completes_a_real_search_with_the_outputs(tmp_path, datas
         assert (1e6 <= float(r['flops']) <= 12e6) == (r['status'] == 'trained'), r  # priced before training
     study = _study(save_dir)
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 3
-    assert len(study.directions) == (2 if strategy == 'nsga2' else 1)
+    assert [d.name for d in study.directions] == (['MAXIMIZE', 'MINIMIZE'] if strategy == 'nsga2' else ['MAXIMIZE'])
     front = _rows(os.path.join(save_dir, 'pareto.csv'))
     assert front and all(r['tokens'] in {t['tokens'] for t in trained} for r in front)
     for r in front:
@@ -176,41 +172,22 @@ def test_two_local_workers_share_a_study_and_its_reranking(tmp_path, dataset):
         assert '# re-ranked: mean AP' in f.read()
 
 
-def _dashboard(url, tmp_path, path='/api/studies'):
-    """What a real optuna-dashboard, started on loopback for ``url``, answers at ``path`` (JSON)."""
-    port = free_port()
-    exe = os.path.join(os.path.dirname(sys.executable), 'optuna-dashboard')
-    proc = subprocess.Popen([exe, url, '--host', '127.0.0.1', '--port', str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, cwd=str(tmp_path))
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen('http://127.0.0.1:{}{}'.format(port, path), timeout=5) as r:
-                    return json.load(r)
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.5)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 def _dashboard_studies(url, tmp_path):
     """The studies a real optuna-dashboard lists (name -> summary)."""
     return {s['study_name']: s for s in _dashboard(url, tmp_path)['study_summaries']}
 
 
-@pytest.mark.parametrize('strategy, objectives', [('random', ['AP']), ('nsga2', ['AP', 'flops'])])
+@pytest.mark.parametrize('strategy, objectives', [('random', ['AP']), ('tpe', ['AP']), ('evolution', ['AP']),
+                                                  ('nsga2', ['AP', 'flops'])])
 def test_the_dashboard_shows_priced_out_candidates_as_pruned_and_the_objective_as_ap(tmp_path, dataset, strategy,
                                                                                      objectives):
     config = tiny_config(tmp_path, dataset, strategy=strategy, search_steps=2, max_iters=2)
     out = run_search(config, '-o', 'Constraint.max_constraint=2700000')  # rejects part of the space
     assert out.returncode == 0, out.stderr[-3000:]
     save_dir = str(tmp_path / 'out')
-    skipped = [r for r in _rows(os.path.join(save_dir, 'search_history.csv')) if r['status'] == 'skipped']
-    assert skipped, 'the bound should reject some candidates'
+    rows = _rows(os.path.join(save_dir, 'search_history.csv'))
+    assert any(r['status'] == 'skipped' for r in rows), 'the bound should reject some candidates'
+    assert all(float(r['flops']) <= 2700000 for r in rows if r['status'] == 'trained'), 'trained outside the bound'
     url = default_storage_url(save_dir)
     study_id = _dashboard_studies(url, tmp_path)[STUDY]['study_id']
     shown = _dashboard(url, tmp_path, '/api/studies/{}?after=0'.format(study_id))
@@ -330,6 +307,45 @@ def test_a_candidate_below_the_median_is_pruned_and_uses_a_step_but_is_never_the
     from ppdet.slim.nas.files import History  # the history a pruned search writes is read back (tools, bench)
     written = History(strategy.history_file(str(tmp_path / 'out'))).rows
     assert [r['status'] for r in written].count('pruned') == 1
+    strategy.close()
+
+
+def _strategy(tmp_path, dataset, **values):
+    from ppdet.slim.nas.config import load_search_config
+    from ppdet.slim.nas.strategies import make_strategy
+    os.makedirs(str(tmp_path), exist_ok=True)
+    setup = load_search_config(tiny_config(tmp_path, dataset, **values))
+    return setup, make_strategy(setup, str(tmp_path / 'out'))
+
+
+def _train(setup, strategy, job, ap=0.2):
+    row = _priced_row(setup, job)
+    assert strategy.claim(job, row)
+    strategy.tell(job, dict(row, status='trained', ap=ap))
+
+
+def test_two_workers_claiming_the_last_step_together_train_it_once(tmp_path, dataset):
+    url = 'sqlite:///{}'.format(tmp_path / 'shared.db')
+    setup, a = _strategy(tmp_path / 'a', dataset, strategy='random', search_steps=2, storage=url)
+    _, b = _strategy(tmp_path / 'b', dataset, strategy='random', search_steps=2, storage=url)
+    _train(setup, a, a.ask())
+    job_a, job_b = a.ask(), b.ask()  # both see one step left
+    assert a.claim(job_a, _priced_row(setup, job_a))
+    assert not b.claim(job_b, _priced_row(setup, job_b)), 'a third training for search_steps 2'
+    a.tell(job_a, dict(_priced_row(setup, job_a), status='trained', ap=0.3))
+    assert a.ask() is None and b.ask() is None and a.progress() == 2
+    a.close(), b.close()
+
+
+def test_a_re_proposed_trained_candidate_is_given_back_as_duplicate(tmp_path, dataset):
+    setup, strategy = _strategy(tmp_path, dataset, strategy='random', search_steps=3)
+    first = strategy.ask()
+    _train(setup, strategy, first)
+    strategy.study.enqueue_trial(dict(zip(strategy.names, first.tokens)))  # the sampler proposes it again
+    job = strategy.ask()
+    assert job.tokens != first.tokens
+    given_back = [t for t in strategy.study.get_trials() if t.user_attrs.get('status') == 'duplicate']
+    assert len(given_back) == 1 and given_back[0].state == TrialState.FAIL
     strategy.close()
 
 
