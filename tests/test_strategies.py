@@ -115,7 +115,7 @@ def test_a_job_board_is_shared_and_a_dead_workers_job_comes_back(tmp_path):
 
 
 # --- real searches
-@pytest.mark.parametrize('strategy', ['random', 'evolution', 'tpe', 'nsga2'])
+@pytest.mark.parametrize('strategy', ['random', 'evolution', 'tpe', 'nsga2', 'largest'])
 def test_every_strategy_completes_a_real_search_with_the_outputs(tmp_path, dataset, strategy):
     config = tiny_config(tmp_path, dataset, strategy=strategy, search_steps=3, max_iters=2,
                          population_size=2, tpe_startup_trials=1)
@@ -125,7 +125,8 @@ def test_every_strategy_completes_a_real_search_with_the_outputs(tmp_path, datas
     rows = _rows(os.path.join(save_dir, 'search_history.csv'))
     trained = [r for r in rows if r['status'] == 'trained']
     assert len(trained) == 3 and len({r['tokens'] for r in trained}) == 3
-    assert trained[0]['tokens'] == Tokens(BlazeFaceNasSpace().init_tokens()).csv  # the published structure first
+    if strategy != 'largest':  # the by-hand baseline trains its list only
+        assert trained[0]['tokens'] == Tokens(BlazeFaceNasSpace().init_tokens()).csv  # the published structure first
     for r in rows:
         assert (1e6 <= float(r['flops']) <= 12e6) == (r['status'] == 'trained'), r  # priced before training
     study = _study(save_dir)
@@ -322,6 +323,20 @@ def _train(setup, strategy, job, ap=0.2):
     row = _priced_row(setup, job)
     assert strategy.claim(job, row)
     strategy.tell(job, dict(row, status='trained', ap=ap))
+
+
+def test_largest_trains_exactly_the_most_expensive_admitted_candidates_of_its_sample(tmp_path, dataset):
+    from ppdet.slim.nas.tokens import sample_candidates
+    setup, strategy = _strategy(tmp_path, dataset, strategy='largest', search_steps=4, largest_sample=60, seed=3)
+    by_hand = sorted((setup.pricer.price(t).flops, t) for t in sample_candidates(setup.space, 60, 3))
+    admitted = [t for flops, t in by_hand if 1e6 <= flops <= 12e6]  # tiny_config's bounds
+    assert len(admitted) > 4
+    trained = []
+    while (job := strategy.ask()) is not None:
+        _train(setup, strategy, job)
+        trained.append(list(job.tokens))
+    assert trained == admitted[::-1][:4], 'not the most expensive admitted, most expensive first'
+    strategy.close()
 
 
 def test_two_workers_claiming_the_last_step_together_train_it_once(tmp_path, dataset):

@@ -23,11 +23,11 @@ SEARCH_KEYS = ('architecture', 'max_iters', 'use_gpu', 'log_smooth_window', 'log
                'server_port', 'search_space', 'TrainReader', 'EvalReader', 'max_consecutive_skips', 'seed',
                'max_client_wait', 'controller_wait', 'workers', 'inherit_weights', 'rerank_top_k', 'rerank_seeds',
                'strategy', 'storage', 'study_name', 'population_size', 'tournament_size', 'tpe_startup_trials',
-               'heartbeat_interval', 'heartbeat_grace', 'client_lease', 'pruner', 'prune_interval')
+               'heartbeat_interval', 'heartbeat_grace', 'client_lease', 'pruner', 'prune_interval', 'largest_sample')
 SEARCH_SECTIONS = ('Constraint', 'BlazeNet', 'BlazeFace', 'LearningRate', 'OptimizerBuilder')
 # Whole numbers >= 1 (strategy settings; see strategies/study.py for their defaults).
 POSITIVE_KEYS = ('population_size', 'tournament_size', 'tpe_startup_trials', 'heartbeat_interval',
-                 'heartbeat_grace')
+                 'heartbeat_grace', 'largest_sample')
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 - ``sanas`` (the default): the original's PaddleSlim simulated-annealing controller behind its socket server
   (``sanas.py``; the controller itself is ``ppdet/slim/nas/controller.py``);
-- ``random``, ``evolution``, ``tpe``, ``nsga2``: an Optuna study whose storage is the record of the search
-  (``study.py``; regularized evolution is ``evolution.py``).
+- ``random``, ``evolution``, ``tpe``, ``nsga2``, ``largest``: an Optuna study whose storage is the record of the
+  search (``study.py``; regularized evolution is ``evolution.py``; ``largest``, the most expensive admitted candidates
+  of a priced sample first, the baseline a user runs by hand, is ``largest.py``).
 
 The search loop (``search.py``) asks a strategy for a ``Job``, prices it, then either ``skip``s it (outside the
 constraint or unpriced: no training, no step) or ``claim``s it, trains it and ``tell``s the reward.
@@ -17,13 +18,14 @@ from ppdet.slim.nas.tokens import Tokens
 __all__ = ['Job', 'Strategy', 'STRATEGIES', 'PRUNERS', 'PRUNING_STRATEGIES', 'SETTING_DEFAULTS', 'setting',
            'prune_interval', 'make_strategy']
 
-STRATEGIES = ('sanas', 'random', 'evolution', 'tpe', 'nsga2')
+STRATEGIES = ('sanas', 'random', 'evolution', 'tpe', 'nsga2', 'largest')
 # early stopping of poor candidates (Optuna's pruners), for the single-objective study strategies
 PRUNERS = ('none', 'median', 'successive_halving', 'hyperband')
 PRUNING_STRATEGIES = ('random', 'evolution', 'tpe')
 # strategy settings (config keys) and their defaults
 SETTING_DEFAULTS = {'study_name': 'blazeface-nas', 'population_size': 20, 'tournament_size': 5,
-                    'tpe_startup_trials': 10, 'heartbeat_interval': 10, 'heartbeat_grace': 60, 'pruner': 'none'}
+                    'tpe_startup_trials': 10, 'heartbeat_interval': 10, 'heartbeat_grace': 60, 'pruner': 'none',
+                    'largest_sample': 2000}
 
 
 def setting(cfg, key):

@@ -4,7 +4,7 @@ as an Optuna sampler, so it shares the study, its storage and its workers with t
 The population is the ``population_size`` most recently trained candidates of the study (so the oldest dies
 when a child is trained); a child is the best of ``tournament_size`` members drawn at random, with one token
 changed as SANAS mutates (a random position, a random other value). Until the population is full, candidates
-are drawn uniformly. Skipped candidates (outside the constraint) are FAIL trials and never join it.
+are drawn uniformly. Priced-out candidates (outside the constraint) are PRUNED trials and never join it.
 """
 import numpy as np
 from optuna.distributions import IntDistribution
