@@ -238,6 +238,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--data', default=DEFAULT_DATA)
     parser.add_argument('--out', default=DEFAULT_MODEL)
+    parser.add_argument('--kind', choices=KINDS, help='fit this kind (default: the one that ranks held-out '
+                        'candidates best), e.g. a second surrogate for bench/strategy_quality.py --surrogate')
     args = parser.parse_args()
     try:
         trainings = load_ground_truth(args.data)
@@ -245,9 +247,11 @@ def main():
         sys.exit('error: {}'.format(e))
     from bench.ground_truth import DEFAULT_TABLE, load_setup
     setup = load_setup(os.path.join(REPO, 'demo.yml'), DEFAULT_TABLE)  # the demo's space, priced as the data was
-    report = fit_report(trainings, setup.space)
-    print(json.dumps(report, indent=1))
-    kind = best_kind(report)
+    kind = args.kind
+    if kind is None:
+        report = fit_report(trainings, setup.space)
+        print(json.dumps(report, indent=1))
+        kind = best_kind(report)
     Surrogate.fit(trainings, setup.space, setup.space_name, kind).save(args.out)
     print('fitted a {} on {} trainings: {}'.format(kind, len(trainings), args.out))
 
