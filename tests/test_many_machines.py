@@ -120,7 +120,7 @@ def test_workers_started_together_one_killed_mid_training_still_train_exactly_n(
     retried = [t for t in study.get_trials(states=(TrialState.COMPLETE,))
                if t.system_attrs.get('failed_trial') == lost.number]
     assert len(retried) == 1 and retried[0].params == lost.params, 'the killed worker\'s candidate was not retrained'
-    assert not wait_until_gone(str(tmp_path / 'machine1'), timeout=10), 'the killed worker left processes running'
+    assert not wait_until_gone(str(tmp_path / 'machine1'), timeout=30), 'the killed worker left processes running'
 
 
 def test_init_storage_creates_the_study_once_and_workers_join_it(tmp_path, dataset, database):

@@ -352,6 +352,20 @@ def test_two_workers_claiming_the_last_step_together_train_it_once(tmp_path, dat
     a.close(), b.close()
 
 
+def test_a_worker_asked_first_that_claims_last_gives_the_last_step_back(tmp_path, dataset):
+    """The interleaving 4 workers started together once hit: the later-asked trial is marked and counted before the
+    earlier one is marked; the earlier one must then see it and give the step back (it used to train too)."""
+    url = 'sqlite:///{}'.format(tmp_path / 'shared.db')
+    setup, a = _strategy(tmp_path / 'a', dataset, strategy='random', search_steps=2, storage=url)
+    _, b = _strategy(tmp_path / 'b', dataset, strategy='random', search_steps=2, storage=url)
+    _train(setup, a, a.ask())
+    job_a, job_b = a.ask(), b.ask()
+    assert job_a.handle[0]._trial_id < job_b.handle[0]._trial_id
+    assert b.claim(job_b, _priced_row(setup, job_b))
+    assert not a.claim(job_a, _priced_row(setup, job_a)), 'two trainings for the last step'
+    a.close(), b.close()
+
+
 def test_a_re_proposed_trained_candidate_is_given_back_as_duplicate(tmp_path, dataset):
     setup, strategy = _strategy(tmp_path, dataset, strategy='random', search_steps=3)
     first = strategy.ask()

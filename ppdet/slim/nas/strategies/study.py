@@ -15,6 +15,7 @@ the search, shared by every worker of every machine that runs the same command.
 """
 import logging
 import os
+import random
 import socket
 import time
 import warnings
@@ -40,6 +41,7 @@ __all__ = ['StudyStrategy', 'SearchExhausted', 'param_names', 'metric_names', 'u
 logger = logging.getLogger(__name__)
 MAX_DUPLICATES = 1000  # proposals in a row that were trained already: the space under the constraint is used up
 SIGNATURE_WAIT = 10.0  # seconds a joining worker waits for the study's creator to record the search it is for
+CLAIM_BACKOFF = 1.0  # at most this many seconds a worker waits after giving back a step it could not claim
 POLL = 1.0  # seconds between looks at the study while every step is trained or in training
 PRICED_OUT = ('skipped', 'unpriced')  # statuses of the PRUNED trials that were never trained (no step used)
 
@@ -186,6 +188,7 @@ class StudyStrategy(Strategy):
         self.study.pruner = make_pruner(cfg)
         self.prunes = setting(cfg, 'pruner') != 'none'
         self._duplicates = 0
+        self._backoff = random.Random()  # its own generator: workers that gave back wait different moments
 
     def _open(self, setup, resume):
         """Create the study (True: this process did, and enqueued the published structure) or join it; a study of
@@ -308,18 +311,25 @@ class StudyStrategy(Strategy):
         self.study.tell(trial, state=TrialState.PRUNED)
 
     def claim(self, job, row):
-        """Mark the trial as in training, then train only if the trials trained and in training before it leave
-        a step; else give it back (a re-queued candidate goes back to the queue)."""
+        """Mark the trial as in training, then train only if the trials trained and every other one in training
+        leave a step; else give it back (a re-queued candidate goes back to the queue) and wait a random moment.
+
+        Every other one, not only those asked earlier: each worker marks before it counts, so of two workers
+        claiming the last step at once at least one sees the other's mark and gives back. (Counting only earlier
+        trials let a later-asked worker count before an earlier one marked, and both trained: 7 trainings for
+        search_steps 6, seen with 4 workers started together.) Two that see each other both give back; the random
+        wait makes the next round unlikely to collide again."""
         trial, heartbeat = job.handle
         self._record(trial, dict(row, status='training'))
         trials = self._trials()
-        ahead = [t for t in self._in_training(trials) if t._trial_id < trial._trial_id]
-        if sum(used_step(t) for t in trials) + len(ahead) < self.steps:
+        others = [t for t in self._in_training(trials) if t._trial_id != trial._trial_id]
+        if sum(used_step(t) for t in trials) + len(others) < self.steps:
             return True
         heartbeat.stop()
         if fixed_params(self.storage, trial) is not None:
             self.study.enqueue_trial(dict(zip(self.names, job.tokens)))
         self._give_back(trial, 'surplus')
+        time.sleep(self._backoff.uniform(0, CLAIM_BACKOFF))
         return False
 
     def tell(self, job, row):
