@@ -78,6 +78,9 @@ def _check_study(url, steps):
     assert [s.study_name for s in optuna.get_all_study_summaries(url)] == [STUDY]
     study = optuna.load_study(study_name=STUDY, storage=url)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
+    for t in study.get_trials():  # shown when the test fails
+        print(t.number, t._trial_id, t.state.name, t.user_attrs.get('status'), t.user_attrs.get('client'),
+              t.system_attrs.get('failed_trial'), list(t.params.values()), t.datetime_start, t.datetime_complete)
     assert len(complete) == steps
     assert len({tuple(t.params.values()) for t in complete}) == steps, 'a candidate was trained twice'
     init = list(BlazeFaceNasSpace().init_tokens())
@@ -111,15 +114,18 @@ def _training_trial_of(url, pid, timeout=300):
 
 def test_workers_started_together_one_killed_mid_training_still_train_exactly_n(tmp_path, dataset, database):
     steps = 5
-    procs = _start_together(tmp_path, dataset, database, count=3, steps=steps, max_iters=30)
+    procs = _start_together(tmp_path, dataset, database, count=3, steps=steps, max_iters=60)
     victim = procs[1]
-    lost = _training_trial_of(database, victim.pid)
+    _training_trial_of(database, victim.pid)  # a training of 60 iterations has begun: kill it
     os.kill(victim.pid, signal.SIGKILL)
     _wait(procs, tmp_path, skip=(1,))
     study = _check_study(database, steps)
+    lost = [t for t in study.get_trials(states=(TrialState.FAIL,)) if t.user_attrs.get('status') in (
+        'training', 'trained') and t.user_attrs.get('client', '').endswith('_{}'.format(victim.pid))]
+    assert len(lost) == 1, 'the killed worker had one trial in training'
     retried = [t for t in study.get_trials(states=(TrialState.COMPLETE,))
-               if t.system_attrs.get('failed_trial') == lost.number]
-    assert len(retried) == 1 and retried[0].params == lost.params, 'the killed worker\'s candidate was not retrained'
+               if t.system_attrs.get('failed_trial') == lost[0].number]
+    assert len(retried) == 1 and retried[0].params == lost[0].params, 'its candidate was not trained again once'
     assert not wait_until_gone(str(tmp_path / 'machine1'), timeout=30), 'the killed worker left processes running'
 
 

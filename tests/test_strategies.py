@@ -366,6 +366,20 @@ def test_a_worker_asked_first_that_claims_last_gives_the_last_step_back(tmp_path
     a.close(), b.close()
 
 
+def test_a_step_being_told_is_not_free(tmp_path, dataset):
+    """Between recording a trained candidate's row and finishing its trial, the step is still taken."""
+    url = 'sqlite:///{}'.format(tmp_path / 'shared.db')
+    setup, a = _strategy(tmp_path / 'a', dataset, strategy='random', search_steps=2, storage=url)
+    _, b = _strategy(tmp_path / 'b', dataset, strategy='random', search_steps=2, storage=url)
+    _train(setup, a, a.ask())
+    job_a, job_b = a.ask(), b.ask()
+    row = _priced_row(setup, job_a)
+    assert a.claim(job_a, row)
+    a._record(job_a.handle[0], dict(row, status='trained', ap=0.3))  # tell's first half: the row, not the state
+    assert not b.claim(job_b, _priced_row(setup, job_b)), 'the step being told was claimed again'
+    a.close(), b.close()
+
+
 def test_a_re_proposed_trained_candidate_is_given_back_as_duplicate(tmp_path, dataset):
     setup, strategy = _strategy(tmp_path, dataset, strategy='random', search_steps=3)
     first = strategy.ask()

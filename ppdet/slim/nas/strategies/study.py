@@ -43,6 +43,7 @@ MAX_DUPLICATES = 1000  # proposals in a row that were trained already: the space
 SIGNATURE_WAIT = 10.0  # seconds a joining worker waits for the study's creator to record the search it is for
 CLAIM_BACKOFF = 1.0  # at most this many seconds a worker waits after giving back a step it could not claim
 POLL = 1.0  # seconds between looks at the study while every step is trained or in training
+CLAIMED = ('training', 'trained', 'failed', 'pruned')  # statuses of a trial that holds a step (while it runs)
 PRICED_OUT = ('skipped', 'unpriced')  # statuses of the PRUNED trials that were never trained (no step used)
 
 
@@ -250,7 +251,10 @@ class StudyStrategy(Strategy):
         return Tokens(fixed[name] for name in self.names)
 
     def _in_training(self, trials):
-        return [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get('status') == 'training']
+        """Claimed trials not finished yet: in training, or trained and being told (``tell`` records the row, then
+        finishes the trial: counted as neither in between, its step looked free to a worker claiming then; seen as 7
+        trainings for search_steps 6 with 4 workers started together on a loaded machine)."""
+        return [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get('status') in CLAIMED]
 
     def progress(self):
         return sum(used_step(t) for t in self._trials(TrialState.COMPLETE, TrialState.PRUNED))
