@@ -7,8 +7,6 @@ original's, and the emitted structure files carry the key.
 """
 import json
 import os
-import signal
-import subprocess
 
 import numpy as np
 import paddle
@@ -24,7 +22,7 @@ from ppdet.slim.nas.config import load_search_config
 from ppdet.slim.nas.report import paddledet_override, searched_args, write_best_structure
 from search_space import BlazeFaceNasSpace
 from search_space.blazefacespace_nas import STRUCTURE_END, structure_block
-from test_paddledet_interop import PADDLEDET_DIR, VENV_PYTHON, _missing_install
+from test_paddledet_interop import PADDLEDET_DIR, _missing_install, run_in_paddledet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELPER = os.path.join(REPO, 'tests', 'helpers', 'paddledet_blazenet.py')
@@ -70,22 +68,6 @@ def _paddledet_kwargs(args):
             'use_5x5kernel': args['use_5x5kernel'], 'act': 'relu'}
 
 
-def _run_helper(folder, names):
-    env = dict(os.environ, PYTHONPATH=PADDLEDET_DIR, PYTHONDONTWRITEBYTECODE='1')
-    proc = subprocess.Popen([VENV_PYTHON, HELPER, folder] + names, cwd=folder, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-    assert proc.returncode == 0, err[-4000:]
-    lines = out.strip().splitlines()
-    assert len(lines) == 1, out[-4000:]
-    return json.loads(lines[0])
-
-
 @pytest.fixture(scope='module')
 def compared(tmp_path_factory):
     """{case: (our two maps, PaddleDetection's result, its maps)}: one helper run for every case."""
@@ -106,7 +88,7 @@ def compared(tmp_path_factory):
         np.savez(os.path.join(folder, name + '.npz'), image=image, **weights)
         with open(os.path.join(folder, name + '.json'), 'w') as f:
             json.dump(_paddledet_kwargs(args), f)
-    out = _run_helper(folder, [name for name, _, _ in cases])
+    out = run_in_paddledet(HELPER, [folder] + [name for name, _, _ in cases], folder)
     assert out['ppdet'].startswith(os.path.realpath(PADDLEDET_DIR) + os.sep), out['ppdet']
     results = {}
     for name, _, _ in cases:

@@ -160,13 +160,14 @@ def _write_case(root, case, tokens, size, edit=None, **blazenet):
     return path
 
 
-def _run_helper(size, paths, cwd):
-    """The helper in its own process group, outside the repo, with only PaddleDetection on PYTHONPATH."""
+def run_in_paddledet(helper, args, cwd, timeout=300):
+    """A helper script in its own process group, outside the repo, with only PaddleDetection on PYTHONPATH (its
+    package is also called ppdet); returns the one JSON line it prints."""
     env = dict(os.environ, PYTHONPATH=PADDLEDET_DIR, PYTHONDONTWRITEBYTECODE='1')
-    proc = subprocess.Popen([VENV_PYTHON, HELPER, str(size), str(size)] + paths, cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen([VENV_PYTHON, helper] + args, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        out, err = proc.communicate(timeout=240)
+        out, err = proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -212,7 +213,7 @@ def built(tmp_path_factory):
             cases += [(case, _write_case(root, case, published, size, edit)) for case, edit in negatives.items()]
             cases += [(case, _write_case(root, case, tokens, size, topology='paddledet'))
                       for case, tokens in TOPOLOGY_CASES.items()]
-        out = _run_helper(size, [p for _, p in cases], str(root))
+        out = run_in_paddledet(HELPER, [str(size), str(size)] + [p for _, p in cases], str(root), timeout=240)
         assert out['ppdet'].startswith(os.path.realpath(PADDLEDET_DIR) + os.sep), out['ppdet']
         assert out['input'] == [size, size] and int(out['numpy'].split('.')[0]) < 2
         assert [r['config'] for r in out['results']] == [os.path.abspath(p) for _, p in cases]
