@@ -9,7 +9,7 @@ import yaml
 import train_nas
 from conftest import run_tool_main
 from search_fixtures import run_search, tiny_config, tiny_dataset
-from test_paddledet_interop import FILE_NAME, STAND_IN_BASE, _missing_install, _run_helper
+from test_paddledet_interop import FILE_NAME, HELPER, STAND_IN_BASE, _missing_install, run_in_paddledet
 from ppdet.slim.nas.report import PADDLEDET_BASE
 from search_space.blazefacespace_nas import STRUCTURE_END, STRUCTURE_START
 
@@ -107,7 +107,7 @@ def test_the_searched_structure_builds_in_paddledet(finished, tmp_path):
     with open(os.path.join(save_dir, 'best_paddledet.yml')) as f:
         (tmp_path / FILE_NAME).write_text(f.read())
     (tmp_path / PADDLEDET_BASE).write_text(STAND_IN_BASE)
-    result = _run_helper(64, [str(tmp_path / FILE_NAME)], str(tmp_path))['results'][0]
+    result = run_in_paddledet(HELPER, ['64', '64', str(tmp_path / FILE_NAME)], str(tmp_path))['results'][0]
     assert result['ok'], result
     override = yaml.safe_load((tmp_path / FILE_NAME).read_text())
     assert [m['channels'] for m in result['features']] == override['BlazeNeck']['in_channel']
