@@ -26,12 +26,11 @@ import platform
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
 
-from ppdet.utils.logs import quiet_libraries  # noqa: E402
-quiet_libraries()  # before paddle is imported (glog reads its level then)
+from common import REPO  # noqa: E402  (it puts the repository on sys.path, quiets the libraries)
 
 import numpy as np  # noqa: E402
 

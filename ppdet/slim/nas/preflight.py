@@ -2,7 +2,8 @@
 
 A search that cannot finish should say so in seconds, not after the controller is listening and the first
 candidate is built: the datasets of both readers (directory, annotation file, image directory), bounds that no
-candidate of the space can meet (or, for latency, under 1% of a priced sample), and a writable ``save_dir``. The latency table is checked when the config loads.
+candidate of the space can meet (or, for latency, under 1% of a priced sample), and a writable ``save_dir``. The
+latency table is checked when the config loads.
 Each problem is one line naming the key and the fix; all of them are reported at once.
 """
 import os

@@ -274,19 +274,19 @@ def write_report(save_dir, setup, strategy, ranked=()):
     metric = strategy.metric
     tokens, reward = strategy.best()
     means = {Tokens(r.tokens): r.mean for r in ranked}
-    ranked = ranked[0] if ranked else None
-    if ranked is not None:
-        if list(ranked.tokens) != list(tokens):
+    winner = ranked[0] if ranked else None
+    if winner is not None:
+        if list(winner.tokens) != list(tokens):
             logger.info('re-ranking changed the winner: %s (mean %.4f) rather than %s (best single AP %.4f)',
-                        ranked.tokens, ranked.mean, list(tokens), reward)
-        tokens, reward = ranked.tokens, ranked.mean
+                        winner.tokens, winner.mean, list(tokens), reward)
+        tokens, reward = winner.tokens, winner.mean
     outputs = {'history': strategy.history_file(save_dir)}
     points = rewarded(strategy.rows(), metric, means)
     if tokens is not None:
         tokens = list(tokens)
         args = searched_args(setup.pricer, tokens)
         outputs['best structure'] = os.path.join(save_dir, 'best_structure.yml')
-        write_best_structure(outputs['best structure'], tokens, args, reward, ranked)
+        write_best_structure(outputs['best structure'], tokens, args, reward, winner)
         paddledet = os.path.join(save_dir, 'best_paddledet.yml')
         if write_paddledet_override(paddledet, tokens, args, reward, setup.cfg):
             outputs['for PaddleDetection 2.x'] = paddledet

@@ -38,11 +38,11 @@ class LargestFirstSampler(BaseSampler):
     def sample_relative(self, study, trial, search_space):
         if not search_space:
             return {}
-        held = {tuple(int(t.params[n]) for n in self._names) for t in study.get_trials(deepcopy=False, states=HELD)
-                if len(t.params) == len(self._names)}
-        held |= {tuple(int(t.system_attrs['fixed_params'][n]) for n in self._names)
-                 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-                 if 'fixed_params' in t.system_attrs}
+        held = set()
+        for t in study.get_trials(deepcopy=False, states=HELD):  # a queued trial has its tokens as fixed_params
+            params = t.params if len(t.params) == len(self._names) else t.system_attrs.get('fixed_params', {})
+            if len(params) == len(self._names):
+                held.add(tuple(int(params[n]) for n in self._names))
         tokens = next((t for t in self._ordered if t not in held), None)
         if tokens is None:  # the list is used up: uniform
             tokens = tuple(int(self._rng.integers(r)) for r in self._ranges)

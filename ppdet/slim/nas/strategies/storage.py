@@ -18,8 +18,8 @@ from optuna.trial import TrialState
 
 from ppdet.core.workspace import ConfigError
 
-__all__ = ['STUDY_FILE', 'default_storage_url', 'shown_url', 'open_storage', 'storage_failure', 'Heartbeat', 'ask_quietly',
-           'fail_stale', 'fixed_params', 'JobBoard', 'MAX_RETRY']
+__all__ = ['STUDY_FILE', 'default_storage_url', 'shown_url', 'open_storage', 'storage_failure', 'Heartbeat',
+           'ask_quietly', 'fail_stale', 'fixed_params', 'JobBoard', 'MAX_RETRY']
 
 logger = logging.getLogger(__name__)
 STUDY_FILE = 'study.db'

@@ -1,5 +1,5 @@
-"""The Optuna strategies (``random``, ``evolution``, ``tpe``, ``nsga2``, ``largest``): one study, whose storage is the record of
-the search, shared by every worker of every machine that runs the same command.
+"""The Optuna strategies (``random``, ``evolution``, ``tpe``, ``nsga2``, ``largest``): one study, whose storage is
+the record of the search, shared by every worker of every machine that runs the same command.
 
 - A candidate is a trial with one integer parameter per token. The published structure (the space's initial
   tokens) is enqueued as the study's first trial (not for ``largest``, the by-hand baseline: its list only).
@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 
 from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.files import HISTORY_FIELDS, HISTORY_NAME, check_resume_dir, write_csv
-from ppdet.slim.nas.strategies import Job, Strategy, prune_interval, setting
+from ppdet.slim.nas.strategies import STRATEGIES, Job, Strategy, prune_interval, setting
 from ppdet.slim.nas.strategies.evolution import RegularizedEvolutionSampler
 from ppdet.slim.nas.strategies.largest import LargestFirstSampler, largest_first
 from ppdet.slim.nas.strategies.storage import (Heartbeat, JobBoard, ask_quietly, default_storage_url, fail_stale,
@@ -366,9 +366,10 @@ class StudyStrategy(Strategy):
         rows = []
         for t in self._trials(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
             status = t.user_attrs.get('status')
+            # duplicates, surplus and lost trainings are not candidates of the history; a priced-out FAIL trial is
+            # from a study written before priced-out trials were PRUNED, and still read
             if t.state == TrialState.FAIL and status not in PRICED_OUT:
-                continue  # duplicates, surplus and lost trainings are not candidates of the history
-                # (a study written before priced-out trials were PRUNED has them as FAIL: still read)
+                continue
             row = {k: t.user_attrs.get(k) for k in HISTORY_FIELDS}
             row.update(step=t.number + 1, tokens=self._tokens(t).csv, status=status or 'trained')
             if t.state == TrialState.COMPLETE:
@@ -399,7 +400,7 @@ def init_storage(setup):
     cfg = setup.cfg
     if cfg.get('strategy', 'sanas') == 'sanas' or not cfg.get('storage'):
         raise ConfigError('--init-storage prepares the database of a search on many machines: set strategy to one '
-                          'of random, evolution, tpe, nsga2 and storage=postgresql://user:password@host/db')
+                          'of {} and storage=postgresql://user:password@host/db'.format(', '.join(STRATEGIES[1:])))
     strategy = StudyStrategy(setup, cfg.get('save_dir', 'nas_checkpoint'))
     try:
         return 'storage {}: study {!r} {}; start the workers with the same command without --init-storage'.format(
