@@ -29,6 +29,24 @@ def test_launch_two_ranks_only_rank0_talks_and_writes(tmp_path):
         assert len(f.read().splitlines()) == 2  # header and the one re-training, written by rank 0 alone
 
 
+def test_two_ranks_train_the_supernet_together_and_rank0_alone_scores(tmp_path):
+    """evaluator: supernet: the supernet trains on both ranks (gradients all-reduced), a step's scoring is rank 0's,
+    the re-ranking's training both ranks'."""
+    config = tiny_config(tmp_path, tiny_dataset(tmp_path), search_steps=2, max_iters=2, rerank_top_k=1,
+                         rerank_seeds=1, evaluator='supernet', supernet_iters=4, supernet_calib_batches=1)
+    logs = tmp_path / 'log'
+    out = subprocess.run([sys.executable, '-m', 'paddle.distributed.launch', '--nproc_per_node', '2', '--log_dir',
+                          str(logs), os.path.join(REPO, 'train_nas.py'), '-c', config],
+                         capture_output=True, text=True, timeout=600, cwd=REPO)
+    rank0, rank1 = [(logs / 'workerlog.{}'.format(i)).read_text() for i in range(2)]
+    assert out.returncode == 0, rank0[-2000:] + rank1[-2000:]
+    assert '(scored)' in rank0 and 'EvalReader epoch' not in rank1, 'rank 1 evaluates nothing'
+    assert rank1.count('TrainReader epoch') >= 2, 'rank 1 trains the supernet and the re-training'
+    assert os.path.isfile(tmp_path / 'out' / 'supernet' / 'supernet.pdparams')
+    with open(tmp_path / 'out' / 'rerank.csv') as f:
+        assert len(f.read().splitlines()) == 2
+
+
 def test_ranks_and_their_workers_end_with_a_killed_launcher(tmp_path):
     config = tiny_config(tmp_path, tiny_dataset(tmp_path), search_steps=2, max_iters=100000)
     logs = tmp_path / 'log'

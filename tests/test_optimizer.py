@@ -113,7 +113,7 @@ def test_the_trainer_fits_the_schedule_to_its_budget(tmp_path):
     for budget in (40, 8):
         path.write_text(COSINE_CONFIG + OPTIMIZER_SECTION + 'max_iters: {}\n'.format(budget))
         trainer = CandidateTrainer(AttrDict(load_config(str(path))))
-        lr, _ = trainer._optimizer(paddle.nn.Linear(2, 2))
+        lr, _ = trainer.optimizer(paddle.nn.Linear(2, 2), trainer.max_iters)
         assert lr.T_max == budget
 
 

@@ -43,3 +43,16 @@ def test_a_training_not_finished_is_left_out_of_the_mean():
 def test_plan_from_config_is_off_by_default():
     assert not RerankPlan.from_config({}).enabled
     assert RerankPlan.from_config({'rerank_top_k': 3, 'rerank_seeds': 1}) == RerankPlan(3, 1)
+
+
+def test_after_a_supernet_search_each_top_candidate_is_trained_from_the_base_seed_and_its_score_is_not_averaged():
+    plan = RerankPlan.from_config({'evaluator': 'supernet', 'rerank_seeds': 2})
+    assert plan == RerankPlan(5, 2, counts_reward=False)  # on by default: a score is not a training
+    jobs = rerank_jobs(REWARDS, RerankPlan(2, 2, counts_reward=False), 5)
+    assert [(tuple(t), s) for t, s in jobs] == [((1, 0), 5), ((1, 0), 6), ((3, 0), 5), ((3, 0), 6)]
+    results = {((1, 0), 5): (0.30, 1.0), ((1, 0), 6): (0.32, 1.0), ((3, 0), 5): (0.40, 1.0)}
+    ranked = rank(REWARDS, RerankPlan(3, 2, counts_reward=False), 5, results)
+    assert [r.tokens for r in ranked] == [[3, 0], [1, 0]]  # [2, 0] was never trained: left out
+    assert ranked[0].aps == pytest.approx([0.40]) and ranked[0].score == pytest.approx(0.45)
+    assert ranked[1].seeds == [5, 6] and ranked[1].mean == pytest.approx(0.31) and ranked[1].score == 0.50
+    assert 'supernet AP 0.5000' in ranked[1].describe()

@@ -20,6 +20,7 @@ warning and counted; one summary line is logged per epoch. Images annotated with
 with ``drop_empty`` (the default) an image whose every face was lost to augmentation is dropped, as in the original.
 Batch arrays view the memory the DataLoader passed them in (no copy); they are writable and the batch's own.
 """
+import itertools
 import logging
 import os
 from collections import Counter
@@ -192,9 +193,10 @@ class _Samples(paddle.io.Dataset):
 class _BatchPlan:
     """Lists of (epoch, index) keys: one pass, or (``cycle``) epochs forever, reshuffled per epoch from the seed."""
 
-    def __init__(self, size, batch_size, shuffle, drop_last, seed, cycle):
+    def __init__(self, size, batch_size, shuffle, drop_last, seed, cycle, start=0):
         self.size, self.batch_size = size, batch_size
         self.shuffle, self.drop_last, self.seed, self.cycle = shuffle, drop_last, seed, cycle
+        self.start = start
 
     def __len__(self):
         full, rest = divmod(self.size, self.batch_size)
@@ -206,6 +208,9 @@ class _BatchPlan:
         return np.arange(self.size)
 
     def __iter__(self):
+        return itertools.islice(self._keys(), self.start, None)
+
+    def _keys(self):
         epoch = 0
         while True:
             order = self._order(epoch)
@@ -312,7 +317,7 @@ class _Tally:
 class BatchReader:
     """What ``create_reader`` returns; each ``iter()`` starts again from epoch 0 with fresh worker processes."""
 
-    def __init__(self, cfg, mode, max_iters, seed, num_workers):
+    def __init__(self, cfg, mode, max_iters, seed, num_workers, start=0):
         self.mode, self.section = mode, SECTIONS[mode]
         self.dataset = cfg.dataset
         records = cfg.dataset.get_roidb()
@@ -321,7 +326,7 @@ class BatchReader:
             _fail(self.section, 'drop_last', 'with {} images and batch_size {} no batch is ever full'.format(
                 len(records), cfg.batch_size))
         self.samples = _Samples(records, cfg.sample_transforms, seed, mode, cfg.drop_empty)
-        self.plan = _BatchPlan(len(records), cfg.batch_size, cfg.shuffle, cfg.drop_last, seed, cycle)
+        self.plan = _BatchPlan(len(records), cfg.batch_size, cfg.shuffle, cfg.drop_last, seed, cycle, start)
         self.max_iters = max_iters
         self.num_workers = num_workers
         self.prefetch = cfg.bufsize if cfg.bufsize > 0 else 2
@@ -391,12 +396,14 @@ def check_reader(reader_cfg, mode):
     return cfg
 
 
-def create_reader(reader_cfg, mode, max_iters=None, seed=0, worker_num=None):
+def create_reader(reader_cfg, mode, max_iters=None, seed=0, worker_num=None, start=0):
     """Batches from a TrainReader (``mode='train'``) or EvalReader (``'eval'``) section; see the module docstring.
 
     ``max_iters``: train yields exactly that many batches, cycling and reshuffling epochs; eval stops after at most
     that many (one pass by default). ``worker_num`` overrides the section's worker_num/use_process (0: in-process).
+    ``start``: the first ``start`` batches of the same seed's sequence are left out, undecoded (a resumed training
+    goes on with the batches it would have had).
     """
     cfg = _parse_config(reader_cfg, mode)
     num_workers = _worker_count(cfg, worker_num, SECTIONS[mode])
-    return BatchReader(cfg, mode, max_iters, seed, num_workers)
+    return BatchReader(cfg, mode, max_iters, seed, num_workers, start)

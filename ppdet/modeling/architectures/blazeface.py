@@ -72,8 +72,9 @@ class BlazeFace(nn.Layer):
         self.decoder = output_decoder if callable(output_decoder) else SSDOutputDecoder(**output_decoder)
         self.ssd_loss = SSDLoss()
         pairs = head_specs(backbone.out_channels, num_classes, min_sizes, use_density_prior_box, densities)
-        self.loc_convs = nn.LayerList([build_conv(loc) for loc, _ in pairs])
-        self.conf_convs = nn.LayerList([build_conv(conf) for _, conf in pairs])
+        build = getattr(backbone, 'conv_builder', build_conv)  # a supernet's sub-network slices its head too
+        self.loc_convs = nn.LayerList([build(loc) for loc, _ in pairs])
+        self.conf_convs = nn.LayerList([build(conf) for _, conf in pairs])
         self._priors = {}
 
     def priors(self, image_shape, feature_shapes):

@@ -181,13 +181,13 @@ def blazenet_plan(blaze_filters=DEFAULT_BLAZE_FILTERS, double_blaze_filters=DEFA
 
 
 class Block(nn.Layer):
-    """Builds a ``BlockSpec``."""
+    """Builds a ``BlockSpec``, its convs made by ``build`` (a ``ConvSpec`` -> layer)."""
 
-    def __init__(self, spec: BlockSpec):
+    def __init__(self, spec: BlockSpec, build=build_conv):
         super().__init__()
-        self.branch = nn.Sequential(*[build_conv(s) for s in spec.branch])
+        self.branch = nn.Sequential(*[build(s) for s in spec.branch])
         self.pool = nn.MaxPool2D(spec.pool, spec.pool, ceil_mode=True) if spec.pool > 1 else None
-        self.shortcut = build_conv(spec.shortcut) if spec.shortcut is not None else None
+        self.shortcut = build(spec.shortcut) if spec.shortcut is not None else None
 
     def forward(self, x):
         y = self.branch(x)
@@ -221,10 +221,23 @@ class BlazeNet(nn.Layer):
                  with_extra_blocks=True, lite_edition=False, use_5x5kernel=True, dense_double_5x5=None,
                  topology='original'):
         super().__init__()
-        self.plan = blazenet_plan(blaze_filters, double_blaze_filters, with_extra_blocks, lite_edition,
-                                  use_5x5kernel, dense_double_5x5, topology)
-        self.stem = build_conv(self.plan.stem)
-        self.blocks = nn.LayerList([Block(b) for b in self.plan.blocks])
+        self._build(blazenet_plan(blaze_filters, double_blaze_filters, with_extra_blocks, lite_edition,
+                                  use_5x5kernel, dense_double_5x5, topology), build_conv)
+
+    @classmethod
+    def from_plan(cls, plan: BlazeNetPlan, build):
+        """The network of ``plan`` with its convs made by ``build``: a supernet's sub-network, whose layers are
+        slices of the supernet's (``ppdet.slim.nas.supernet``). The head built on it uses the same ``build``."""
+        net = cls.__new__(cls)
+        nn.Layer.__init__(net)
+        net._build(plan, build)
+        return net
+
+    def _build(self, plan, build):
+        self.plan = plan
+        self.conv_builder = build
+        self.stem = build(plan.stem)
+        self.blocks = nn.LayerList([Block(b, build) for b in plan.blocks])
 
     @property
     def out_channels(self):

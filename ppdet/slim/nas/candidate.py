@@ -116,26 +116,36 @@ class CandidateTrainer:
             raise SaveError(weights, e) from None
         return CandidateResult('trained', self.evaluate(model), seconds, weights)
 
-    def _optimizer(self, model):
-        lr = create('LearningRate', self.cfg)(budget=self.max_iters)
+    def optimizer(self, model, iters):
+        """The config's LearningRate (fitted to ``iters``) and OptimizerBuilder over ``model``'s parameters."""
+        lr = create('LearningRate', self.cfg)(budget=iters)
         return lr, create('OptimizerBuilder', self.cfg)(lr, model.parameters())
 
     def train(self, model, seed=None, check=None):
         """``max_iters`` iterations; False as soon as the loss is not finite. ``seed``: of the data order (the
         trainer's by default). ``check``: a PruningCheck, which may end the training early (True; it records
         where)."""
-        seed = self.seed if seed is None else seed
         model.train()
-        lr, optimizer = self._optimizer(model)
+        lr, optimizer = self.optimizer(model, self.max_iters)
+
+        def pruned(iteration):
+            return check is not None and check.due(iteration, self.max_iters) and self._pruned(model, check, iteration)
+        return self.fit(_LossOf(model), lr, optimizer, self.max_iters, seed, after_step=pruned)
+
+    def fit(self, loss_model, lr, optimizer, iters, seed=None, start=0, after_step=None, find_unused=False):
+        """The training loop: iterations ``start`` .. ``iters - 1`` of ``loss_model`` (a layer whose forward is the
+        loss) on the TrainReader's batches for ``seed`` (batch ``start`` onwards), the per-step log line. False as
+        soon as the loss is not finite; ``after_step(iterations done)`` returning True ends it early (True)."""
+        seed = self.seed if seed is None else seed
         scaler = paddle.amp.GradScaler(init_loss_scaling=self.loss_scale) if self.fp16 else None
         stats = TrainingStats(self.window, ['loss'])
-        reader = create_reader(self.cfg['TrainReader'], 'train', max_iters=self.max_iters,
-                               seed=seed + self.ranks.rank)
-        step_model = self.ranks.wrap(_LossOf(model))
+        reader = create_reader(self.cfg['TrainReader'], 'train', max_iters=iters - start, seed=seed + self.ranks.rank,
+                               start=start)
+        step_model = self.ranks.wrap(loss_model, find_unused)
         step_times = []
         tick = time.time()
         with contextlib.closing(iter(reader)) as batches:  # a pruned candidate stops its data workers now
-            for it, batch in enumerate(batches):
+            for it, batch in enumerate(batches, start):
                 loss = self._step(step_model, optimizer, scaler, batch)
                 if not math.isfinite(loss):
                     logger.warning('iter: %d, loss is %s: candidate failed', it, loss)
@@ -145,11 +155,11 @@ class CandidateTrainer:
                 now = time.time()
                 step_times = (step_times + [now - tick])[-self.window:]
                 tick = now
-                if self.ranks.is_main and (it % self.log_iter == 0 or it == self.max_iters - 1):
+                if self.ranks.is_main and (it % self.log_iter == 0 or it == iters - 1):
                     per_iter = float(np.mean(step_times))
                     logger.info('iter: %d, lr: %.6f, %s, time: %.3f, eta: %s', it, optimizer.get_lr(), stats.log(),
-                                per_iter, eta_string((self.max_iters - it - 1) * per_iter))
-                if check is not None and check.due(it + 1, self.max_iters) and self._pruned(model, check, it + 1):
+                                per_iter, eta_string((iters - it - 1) * per_iter))
+                if after_step is not None and after_step(it + 1):
                     return True
         return True
 

@@ -1,4 +1,5 @@
 """Loading a search config: YAML + ``-o`` overrides -> checked config, Constraint, search space, pricer."""
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -13,6 +14,7 @@ from ppdet.slim.nas.constraint import (CandidatePricer, Constraint, load_constra
                                        table_kernels)
 from ppdet.slim.nas.controller import lease_seconds
 from ppdet.slim.nas.strategies import PRUNERS, PRUNING_STRATEGIES, STRATEGIES, setting
+from ppdet.slim.nas.supernet import EVALUATORS, META, SUPERNET_DEFAULTS, SupernetSettings
 from search_space import search_space_name
 
 __all__ = ['SearchSetup', 'load_search_config', 'SEARCH_KEYS']
@@ -23,7 +25,8 @@ SEARCH_KEYS = ('architecture', 'max_iters', 'use_gpu', 'log_smooth_window', 'log
                'server_port', 'search_space', 'TrainReader', 'EvalReader', 'max_consecutive_skips', 'seed',
                'max_client_wait', 'controller_wait', 'workers', 'inherit_weights', 'rerank_top_k', 'rerank_seeds',
                'strategy', 'storage', 'study_name', 'population_size', 'tournament_size', 'tpe_startup_trials',
-               'heartbeat_interval', 'heartbeat_grace', 'client_lease', 'pruner', 'prune_interval', 'largest_sample')
+               'heartbeat_interval', 'heartbeat_grace', 'client_lease', 'pruner', 'prune_interval', 'largest_sample',
+               'evaluator', 'supernet_weights') + tuple(SUPERNET_DEFAULTS) + ('supernet_iters',)
 SEARCH_SECTIONS = ('Constraint', 'BlazeNet', 'BlazeFace', 'LearningRate', 'OptimizerBuilder')
 # Whole numbers >= 1 (strategy settings; see strategies/study.py for their defaults).
 POSITIVE_KEYS = ('population_size', 'tournament_size', 'tpe_startup_trials', 'heartbeat_interval',
@@ -56,6 +59,7 @@ def load_search_config(path, overrides=None):
             raise ConfigError('{}: {} is {!r}; it must be a whole number >= 0 (rerank_top_k 0 turns re-ranking '
                               'off)'.format(path, key, value))
     _check_strategy_keys(path, cfg)
+    _check_evaluator_keys(path, cfg)
     lease_seconds(cfg.get('client_lease'), '{}: '.format(path))
     if not isinstance(cfg.get('inherit_weights', False), bool):
         raise ConfigError('{}: inherit_weights is {!r}; write true or false'.format(path, cfg['inherit_weights']))
@@ -120,6 +124,30 @@ def _check_strategy_keys(path, cfg):
     if 'storage' in cfg and strategy == 'sanas':
         raise ConfigError('{}: storage is set but strategy is sanas, whose record is its controller; choose a '
                           'strategy of {} to search on a storage'.format(path, ', '.join(STRATEGIES[1:])))
+
+
+def _check_evaluator_keys(path, cfg):
+    evaluator = cfg.get('evaluator', 'train')
+    if evaluator not in EVALUATORS:
+        raise ConfigError('{}: evaluator is {!r}; use train (each candidate trained, the original) or supernet (each '
+                          'scored by a supernet trained once)'.format(path, evaluator))
+    SupernetSettings.from_config(cfg, path)
+    weights = cfg.get('supernet_weights')
+    if weights is not None and not (isinstance(weights, str) and weights):
+        raise ConfigError('{}: supernet_weights is {!r}; give the directory tools/supernet.py train wrote'.format(
+            path, weights))
+    if evaluator == 'train':
+        if weights is not None:
+            raise ConfigError('{}: supernet_weights is set but evaluator is train; add evaluator: supernet to search '
+                              'on its scores'.format(path))
+        return
+    if weights and not os.path.isfile(os.path.join(weights, META)):
+        raise ConfigError('{}: supernet_weights {}: no trained supernet there ({}); train one with python '
+                          'tools/supernet.py train -c {} --out {}'.format(path, weights, META, path, weights))
+    for key, off in (('pruner', 'none'), ('inherit_weights', False)):
+        if cfg.get(key, off) != off:
+            raise ConfigError('{}: {} trains candidates; with evaluator: supernet a step is a scoring, so set {}: '
+                              '{}'.format(path, key, key, str(off).lower()))
 
 
 def _why_3x3(cfg, requested, name, table):

@@ -37,6 +37,9 @@ class Ranks:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def wrap(self, layer):
-        """The layer whose forward returns the loss, with gradients all-reduced across ranks."""
-        return paddle.DataParallel(layer) if self.world_size > 1 else layer
+    def wrap(self, layer, find_unused=False):
+        """The layer whose forward returns the loss, with gradients all-reduced across ranks. ``find_unused``: some
+        parameters may get no gradient in a step (a supernet's sub-networks leave some layers out)."""
+        if self.world_size == 1:
+            return layer
+        return paddle.DataParallel(layer, find_unused_parameters=find_unused)

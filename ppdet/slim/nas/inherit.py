@@ -18,7 +18,7 @@ from typing import List
 import numpy as np
 import paddle
 
-__all__ = ['Inheritance', 'Parent', 'inherit_weights', 'inherit_state', 'parent_weights', 'plan_names']
+__all__ = ['Inheritance', 'Parent', 'inherit_weights', 'inherit_state', 'parent_weights', 'plan_layers', 'plan_names']
 
 
 @dataclass
@@ -65,10 +65,9 @@ def inherit_state(child_state, parent_state):
     return out, report
 
 
-def plan_names(model):
-    """State-dict name -> the name of the tensor's layer in the backbone's plan and the tensor's own suffix (e.g.
-    ``backbone.blocks.3.branch.1.0.weight`` -> ``double_blaze_01_dw_2.0.weight``); the head's names as they are
-    (the tokens never change its layers, only their input channels)."""
+def plan_layers(model):
+    """Layer path in the built network -> the name of its conv in the plans (``ConvSpec.name``): the backbone's
+    from its plan, the head's ``head{i}_loc``/``head{i}_conf`` as ``head_specs`` names them."""
     plan = model.backbone.plan
     layers = {'backbone.stem': plan.stem.name}
     for i, block in enumerate(plan.blocks):
@@ -76,10 +75,21 @@ def plan_names(model):
             layers['backbone.blocks.{}.branch.{}'.format(i, j)] = spec.name
         if block.shortcut is not None:
             layers['backbone.blocks.{}.shortcut'.format(i)] = block.shortcut.name
+    for i in range(len(model.loc_convs)):
+        layers['loc_convs.{}'.format(i)] = 'head{}_loc'.format(i)
+        layers['conf_convs.{}'.format(i)] = 'head{}_conf'.format(i)
+    return layers
+
+
+def plan_names(model):
+    """State-dict name -> the name of the tensor's layer in the plans and the tensor's own suffix (e.g.
+    ``backbone.blocks.3.branch.1.0.weight`` -> ``double_blaze_01_dw_2.0.weight``, ``loc_convs.0.bias`` ->
+    ``head0_loc.bias``)."""
+    layers = plan_layers(model)
     names = {}
     for name in model.state_dict():
-        layer = name.rsplit('.', 2)[0]  # 'backbone.blocks.3.branch.1' of '....branch.1.0.weight'
-        names[name] = layers[layer] + name[len(layer):] if layer in layers else name
+        layer = next((p for p in (name.rsplit('.', 2)[0], name.rsplit('.', 1)[0]) if p in layers), None)
+        names[name] = layers[layer] + name[len(layer):] if layer is not None else name
     return names
 
 

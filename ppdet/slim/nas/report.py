@@ -273,12 +273,13 @@ def write_report(save_dir, setup, strategy, ranked=()):
     the plot and the pick show one AP per candidate: the mean of its trainings where it was re-ranked."""
     metric = strategy.metric
     tokens, reward = strategy.best()
-    means = {Tokens(r.tokens): r.mean for r in ranked}
+    means = {Tokens(r.tokens): r.mean for r in ranked if r.score is None}  # a supernet's front stays its scores
     winner = ranked[0] if ranked else None
     if winner is not None:
         if list(winner.tokens) != list(tokens):
-            logger.info('re-ranking changed the winner: %s (mean %.4f) rather than %s (best single AP %.4f)',
-                        winner.tokens, winner.mean, list(tokens), reward)
+            logger.info('re-ranking changed the winner: %s (mean %.4f) rather than %s (best %s %.4f)',
+                        winner.tokens, winner.mean, list(tokens),
+                        'single AP' if winner.score is None else 'supernet AP', reward)
         tokens, reward = winner.tokens, winner.mean
     outputs = {'history': strategy.history_file(save_dir)}
     points = rewarded(strategy.rows(), metric, means)

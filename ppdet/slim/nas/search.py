@@ -11,8 +11,9 @@ and a worker that dies has its trial re-queued by the heartbeat. A full disk or 
 search with one line naming the file.
 
 Opt-in, not in the original: ``inherit_weights`` (a candidate starts from the weights of the strategy's parent,
-``inherit.py``) and ``rerank_top_k``/``rerank_seeds`` (the best few are trained again with more seeds by every
-worker, and the report names the best mean, ``rerank.py``).
+``inherit.py``), ``rerank_top_k``/``rerank_seeds`` (the best few are trained again with more seeds by every
+worker, and the report names the best mean, ``rerank.py``), and ``evaluator: supernet`` (a step scores the candidate
+with a supernet trained once before the search, or given by ``supernet_weights``; ``supernet.py``).
 """
 import logging
 import os
@@ -29,6 +30,7 @@ from ppdet.slim.nas.report import write_report
 from ppdet.slim.nas.rerank import RerankPlan, rank, rerank_jobs, write_rerank_csv
 from ppdet.slim.nas.strategies import make_strategy, prune_interval, setting
 from ppdet.slim.nas.strategies.study import SearchExhausted
+from ppdet.slim.nas.supernet import SUPERNET_DIR, SupernetScorer, SupernetSettings, load_supernet, train_supernet
 from ppdet.slim.nas.tokens import Tokens
 from ppdet.utils.stats import eta_string
 
@@ -62,16 +64,35 @@ class NasSearch:
         if setting(cfg, 'pruner') != 'none' and self.ranks.world_size > 1:
             raise ConfigError('pruner {} stops a candidate on rank 0 only; with a multi-process launch set pruner: '
                               'none'.format(setting(cfg, 'pruner')))
+        self.trainer = CandidateTrainer(cfg, device or select_device(cfg.get('use_gpu', False)), fp16, loss_scale,
+                                        seed=int(cfg.get('seed', 0)), ranks=self.ranks)
+        self.scorer = None  # evaluator: supernet, once prepare_supernet has loaded or trained it
+        self.supernet_dir = cfg.get('supernet_weights')
+        if cfg.get('evaluator', 'train') == 'supernet' and self.supernet_dir:
+            self.prepare_supernet()  # weights of another space are one line before a controller or study starts
         self.strategy = None
         if self.ranks.is_main:  # storage and controller problems are one line before any network is built
             self.strategy = make_strategy(setup, self.save_dir, resume_dir, local_worker)
-        self.trainer = CandidateTrainer(cfg, device or select_device(cfg.get('use_gpu', False)), fp16, loss_scale,
-                                        seed=int(cfg.get('seed', 0)), ranks=self.ranks)
+
+    def prepare_supernet(self):
+        """With ``evaluator: supernet``: load ``supernet_weights``, else train the supernet (every rank) in
+        save_dir/supernet, going on from its checkpoint; returns its directory (None with ``evaluator: train``)."""
+        if self.cfg.get('evaluator', 'train') != 'supernet' or self.scorer is not None:
+            return self.supernet_dir
+        settings = SupernetSettings.from_config(self.cfg)
+        if self.supernet_dir:
+            supernet = load_supernet(self.cfg, self.setup.pricer, self.supernet_dir)
+        else:
+            self.supernet_dir = os.path.join(self.save_dir, SUPERNET_DIR)
+            supernet = train_supernet(self.trainer, self.setup.pricer, self.supernet_dir, settings)
+        self.scorer = SupernetScorer(self.trainer, supernet, settings.calib_batches)
+        return self.supernet_dir
 
     def run(self, report=True):
         """Search until ``search_steps`` candidates are rewarded, then re-rank; returns (best tokens, best AP).
         ``report`` False (a local worker of ``--workers``): no report files or structure block, the host writes
         them."""
+        self.prepare_supernet()
         if not self.ranks.is_main:
             return self._follow()
         try:
@@ -114,7 +135,8 @@ class NasSearch:
             if not self.strategy.claim(job, row):
                 continue
             skips = 0
-            self.ranks.broadcast((list(job.tokens), None))
+            if self.scorer is None:  # a scoring is rank 0's alone
+                self.ranks.broadcast((list(job.tokens), None))
             row.update(self._train(job))
             self.strategy.tell(job, row)
             self._log_candidate(row, time.time() - start, done_before)
@@ -144,6 +166,9 @@ class NasSearch:
     def _train(self, job):
         logger.info('----->>> search step %d/%d: tokens %s <<<------', self.strategy.progress() + 1,
                     self.search_steps, list(job.tokens))
+        if self.scorer is not None:
+            score = self.scorer.score(job.tokens)
+            return {'status': 'trained', 'ap': score.ap, 'train_seconds': score.seconds}
         out_dir = os.path.join(self.save_dir, 'candidates', '{:04d}_{}'.format(job.step, job.tokens.folder))
         result = self.train_candidate(job.tokens, out_dir, parent=self._parent(job), check=self._pruning_check(job))
         return {'status': result.status, 'ap': result.ap, 'train_seconds': result.train_seconds}
@@ -178,9 +203,10 @@ class NasSearch:
         best_tokens, best_ap = self.strategy.best()
         pace = elapsed / max(done - done_before, 1)
         latency = '-' if row['latency_us'] is None else '{:.0f}us'.format(row['latency_us'])
+        status = 'scored' if self.scorer is not None and row['status'] == 'trained' else row['status']
         logger.info('search step %d/%d | tokens %s | flops %.1fM | latency %s | AP %.4f (%s) | best %.4f %s | '
                     'search eta %s', done, self.search_steps, list(row['tokens']), row['flops'] / 1e6, latency,
-                    row['ap'], row['status'], best_ap, list(best_tokens),
+                    row['ap'], status, best_ap, list(best_tokens),
                     eta_string(max(self.search_steps - done, 0) * pace))
 
     # --- the final re-ranking, shared by every worker
@@ -193,8 +219,9 @@ class NasSearch:
         if report and self.strategy.posts_rerank:
             jobs = rerank_jobs(self.strategy.rewards(), self.rerank_plan, self.trainer.seed)
             if board.post(jobs):
-                logger.info('re-ranking the top %d candidates with %d more seeds each: %d trainings, shared by every '
-                            'worker', self.rerank_plan.top_k, self.rerank_plan.seeds, len(jobs))
+                logger.info('re-ranking the top %d candidates with %d %s each: %d trainings, shared by every worker',
+                            self.rerank_plan.top_k, self.rerank_plan.seeds,
+                            'more seeds' if self.rerank_plan.counts_reward else 'trainings from scratch', len(jobs))
         elif not board.wait_posted():
             return []
         self._take_jobs(board)

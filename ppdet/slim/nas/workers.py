@@ -309,7 +309,11 @@ def run_search(setup, plan: WorkerPlan, config: str, overrides: dict, resume_dir
     if plan.count == 1:
         return search.run()
     save_dir = os.path.abspath(search.save_dir)
-    children = [Child(slot.worker_id, worker_command(config, dict(overrides, **caps), save_dir,
+    child_overrides = dict(overrides, **caps)
+    supernet = search.prepare_supernet()  # trained here, once, before the workers that score with it start
+    if supernet:
+        child_overrides['supernet_weights'] = os.path.abspath(supernet)
+    children = [Child(slot.worker_id, worker_command(config, child_overrides, save_dir,
                                                      search.strategy.worker_overrides(), os.getpid(), slot, fp16,
                                                      loss_scale), slot.env())
                 for slot in plan.slots[1:]]

@@ -1,0 +1,195 @@
+"""Does a supernet trained once rank the demo space's candidates as well as a training of each does? Measured on the
+ground truth (bench/ground_truth.jsonl: 211 candidates, each trained on the demo's proxy task with seeds 0 and 1).
+
+    python bench/supernet_rank.py [--seeds 0,1] [--iters 1200,3000] [--workers 2]   # train, score (resumable)
+    python bench/supernet_rank.py --summary [--md bench/SUPERNET.md]                 # the tables
+
+Each (supernet seed, length) is trained with the README's command, ``python tools/supernet.py train -c demo.yml
+--out DIR -o seed=S supernet_iters=N`` (demo.yml priced with the fixed table bench/ground_truth_latency.txt), into
+``$BENCH_WORK/supernets/`` (a killed training goes on from its checkpoint), then every ground-truth candidate is scored
+with ``python tools/supernet.py score``; one JSON line per candidate is appended to ``--out`` (tokens, supernet_seed,
+iters, ap, seconds) and those already there are skipped. ``--runs`` gets one line per supernet (its training seconds,
+the scorings' median seconds). Jobs run ``--workers`` at a time, each process with cores/workers math threads, as the
+ground truth's trainings ran (2 side by side, 1 thread each), so seconds compare with its train_seconds.
+
+``--summary`` writes the Spearman of each supernet's AP against seed 1's standalone AP over all candidates and the 40
+within +-5% of the demo's latency limit, beside another training (seed 0), latency and FLOPs; and the cost in
+standalone trainings (a supernet's seconds over the ground truth's mean train_seconds).
+"""
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+from common import REPO, WORK  # noqa: E402  (it puts the repository on sys.path, quiets the libraries)
+
+import numpy as np  # noqa: E402
+
+from bench.ground_truth import DEFAULT_TABLE  # noqa: E402
+from bench.surrogate import DEFAULT_DATA, by_candidate, load_ground_truth, spearman  # noqa: E402
+from bench.zero_cost import machine, read_rows  # noqa: E402
+
+DEFAULT_OUT = os.path.join(REPO, 'bench', 'supernet_scores.jsonl')
+DEFAULT_RUNS = os.path.join(REPO, 'bench', 'supernet_runs.jsonl')
+DEFAULT_MD = os.path.join(REPO, 'bench', 'SUPERNET.md')
+TOOL = os.path.join(REPO, 'tools', 'supernet.py')
+
+
+def tool_command(verb, config, seed, iters, *rest):
+    return [sys.executable, TOOL, verb, '-c', config] + list(rest) + [
+        '-o', 'seed={}'.format(seed), 'supernet_iters={}'.format(iters), 'log_iter=200',
+        'Constraint.table_file={}'.format(DEFAULT_TABLE)]
+
+
+class Jobs:
+    def __init__(self, jobs, config, out, runs, workers, tokens_list, extra):
+        self.jobs, self.config, self.out, self.runs, self.workers = list(jobs), config, out, runs, workers
+        self.tokens_list, self.extra, self.lock = tokens_list, extra, threading.Lock()
+
+    def _append(self, path, row):
+        with self.lock:
+            with open(path, 'a') as f:
+                f.write(json.dumps(row) + '\n')
+
+    def _run(self, job, env):
+        seed, iters = job
+        folder = os.path.join(WORK, 'supernets', 'seed{}_iters{}{}'.format(seed, iters, self.extra_tag))
+        log = open(folder + '.log', 'a')
+        subprocess.run(tool_command('train', self.config, seed, iters, '--out', folder, *self.extra_opts), env=env,
+                       stdout=log, stderr=log, check=True)
+        done = {tuple(r['tokens']) for r in read_rows(self.out)
+                if (r['supernet_seed'], r['iters'], r.get('variant', '')) == (seed, iters, self.extra_tag)}
+        todo = [t for t in self.tokens_list if t not in done]
+        seconds = []
+        if todo:
+            args = [a for t in todo for a in ('--tokens', ','.join(map(str, t)))]
+            proc = subprocess.Popen(tool_command('score', self.config, seed, iters, '--weights', folder, *args,
+                                                 *self.extra_opts),
+                                    env=env, stdout=subprocess.PIPE, stderr=log, text=True)
+            for line in proc.stdout:
+                row = json.loads(line)
+                seconds.append(row['seconds'])
+                self._append(self.out, {'tokens': row['tokens'], 'supernet_seed': seed, 'iters': iters,
+                                        'variant': self.extra_tag, 'ap': row['ap'], 'seconds': row['seconds']})
+            if proc.wait():
+                raise RuntimeError('scoring failed; see {}.log'.format(folder))
+        with open(os.path.join(folder, 'supernet.json')) as f:
+            trained = json.load(f)['seconds']
+        self._append(self.runs, {'supernet_seed': seed, 'iters': iters, 'variant': self.extra_tag,
+                                 'train_seconds': trained, 'scored': len(todo),
+                                 'score_seconds_median': float(np.median(seconds)) if seconds else None,
+                                 'machine': machine(), 'date': datetime.date.today().isoformat()})
+        print('supernet seed {} iters {}{}: trained in {:.0f} s, {} scored'.format(
+            seed, iters, self.extra_tag, trained, len(todo)), flush=True)
+
+    @property
+    def extra_opts(self):
+        return ['-o'] + self.extra if self.extra else []
+
+    @property
+    def extra_tag(self):
+        return ''.join('_' + e.replace('=', '') for e in self.extra)
+
+    def _work(self):
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        while True:
+            with self.lock:
+                job = self.jobs.pop(0) if self.jobs else None
+            if job is None:
+                return
+            self._run(job, env)
+
+    def run(self):
+        os.makedirs(os.path.join(WORK, 'supernets'), exist_ok=True)
+        threads = [threading.Thread(target=self._work) for _ in range(self.workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+
+def summarise(data, out, runs, md, command):
+    trainings = load_ground_truth(data)
+    aps = by_candidate(trainings)
+    info = {t.tokens: t for t in trainings}
+    band = {t.tokens for t in trainings if t.band}
+    both = [t for t, a in aps.items() if 0 in a and 1 in a]
+    scores = {}
+    for r in read_rows(out):
+        scores.setdefault((r['supernet_seed'], r['iters'], r.get('variant', '')), {})[tuple(r['tokens'])] = r['ap']
+
+    def row(name, value, keys):
+        cells = []
+        for subset in (both, [t for t in both if t in band]):
+            subset = [t for t in subset if t in keys]
+            cells.append('{:.3f} ({})'.format(spearman([value(t) for t in subset], [aps[t][1] for t in subset]),
+                                               len(subset)))
+        return '| {} | {} | {} |'.format(name, *cells)
+    lines = ['# Does a supernet rank the candidates? (generated by `{}`)'.format(command), '',
+             'Spearman against seed 1\'s standalone AP (bench/ground_truth.jsonl), over all candidates trained with '
+             'both seeds and over those within +-5% of the demo\'s latency limit (candidates scored in brackets).', '',
+             '| ranker | all | within +-5% of the limit |', '|---|---|---|',
+             row('another training (seed 0)', lambda t: aps[t][0], set(both)),
+             row('latency alone', lambda t: info[t].latency_us, set(both)),
+             row('FLOPs alone', lambda t: info[t].flops, set(both))]
+    for (seed, iters, variant), s in sorted(scores.items()):
+        lines.append(row('supernet seed {}, {} iterations{}'.format(seed, iters, variant.replace('_', ' ')),
+                         lambda t, s=s: s[t], set(s)))
+    by_length = {}
+    for (seed, iters, variant), s in scores.items():
+        by_length.setdefault((iters, variant), []).append(s)
+    for (iters, variant), group in sorted(by_length.items()):
+        if len(group) > 1:
+            common = set.intersection(*(set(s) for s in group))
+            lines.append(row('mean of {} supernets, {} iterations{}'.format(len(group), iters, variant.replace(
+                '_', ' ')), lambda t, g=group: np.mean([s[t] for s in g]), common))
+    mean_train = float(np.mean([t.train_seconds for t in trainings]))
+    lines += ['', 'Cost, in standalone trainings (the ground truth\'s mean train_seconds, {:.1f} s, same machine, 2 '
+              'processes side by side with 1 math thread each):'.format(mean_train), '',
+              '| supernet | training s | = trainings | one scoring s | = trainings |', '|---|---|---|---|---|']
+    for r in read_rows(runs):
+        score = r['score_seconds_median']
+        lines.append('| seed {}, {} iterations{} | {:.0f} | {:.1f} | {} | {} |'.format(
+            r['supernet_seed'], r['iters'], r.get('variant', '').replace('_', ' '), r['train_seconds'],
+            r['train_seconds'] / mean_train, '-' if score is None else '{:.2f}'.format(score),
+            '-' if score is None else '{:.3f}'.format(score / mean_train)))
+    text = '\n'.join(lines) + '\n'
+    with open(md, 'w') as f:
+        f.write(text)
+    print(text)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--config', default=os.path.join(REPO, 'demo.yml'))
+    parser.add_argument('--seeds', default='0,1')
+    parser.add_argument('--iters', default='1200,3000')
+    parser.add_argument('--workers', type=int, default=2)
+    parser.add_argument('--extra', nargs='*', default=[], help='more -o keys for both commands (a variant)')
+    parser.add_argument('--data', default=DEFAULT_DATA)
+    parser.add_argument('--out', default=DEFAULT_OUT)
+    parser.add_argument('--runs', default=DEFAULT_RUNS)
+    parser.add_argument('--summary', action='store_true')
+    parser.add_argument('--md', default=DEFAULT_MD)
+    args = parser.parse_args()
+    if args.summary:
+        summarise(args.data, args.out, args.runs, args.md, 'python bench/supernet_rank.py --summary')
+        return
+    tokens_list = list(dict.fromkeys(t.tokens for t in load_ground_truth(args.data)))
+    jobs = [(int(s), int(i)) for i in args.iters.split(',') for s in args.seeds.split(',')]
+    start = time.time()
+    Jobs(jobs, args.config, args.out, args.runs, args.workers, tokens_list, args.extra).run()
+    print('done in {:.0f} min'.format((time.time() - start) / 60))
+
+
+if __name__ == '__main__':
+    main()

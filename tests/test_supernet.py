@@ -1,0 +1,271 @@
+"""The supernet (one-shot search): its sub-networks are slices of its weights, extraction and recalibration, the
+``tools/supernet.py`` commands as the README gives them, a killed training going on, and every strategy searching on
+supernet scores end to end (real Paddle, tiny data)."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import paddle
+import pytest
+
+from search_fixtures import REPO, run_search, tiny_config, tiny_dataset
+from ppdet.core.workspace import ConfigError
+from ppdet.slim.nas.candidate import CandidateTrainer
+from ppdet.slim.nas.config import load_search_config
+from ppdet.slim.nas.inherit import plan_names
+from ppdet.slim.nas.strategies import STRATEGIES
+from ppdet.slim.nas.supernet import Supernet, SupernetScorer
+
+TOOL = os.path.join(REPO, 'tools', 'supernet.py')
+CANDIDATES = ([2, 1, 3, 8, 2, 1, 2, 1, 1], [2, 1, 3, 8, 2, 1, 2, 1, 0], [0] * 9, [6, 8, 11, 11, 5, 5, 5, 5, 0],
+              [3, 5, 0, 7, 3, 3, 5, 4, 1])
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+    return tiny_dataset(tmp_path_factory.mktemp('data'))
+
+
+@pytest.fixture(scope='module')
+def config(tmp_path_factory, dataset):
+    """The tiny search config (a FLOPs limit: the kernel token is free, so the supernet holds both paths)."""
+    return tiny_config(tmp_path_factory.mktemp('config'), dataset, supernet_iters=6, supernet_snapshot_iters=2,
+                       supernet_calib_batches=2)
+
+
+@pytest.fixture(scope='module')
+def setup(config):
+    return load_search_config(config)
+
+
+def tool(*args, timeout=300):
+    return subprocess.run([sys.executable, TOOL, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, config):
+    """A supernet trained with the README's command."""
+    out = str(tmp_path_factory.mktemp('supernet') / 'weights')
+    done = tool('train', '-c', config, '--out', out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def _full(supernet):
+    return {k: v.numpy() for k, v in supernet.state_dict().items()}
+
+
+def test_a_sub_network_holds_exactly_the_supernets_leading_slices(setup):
+    supernet = Supernet(setup.cfg, setup.pricer, seed=0)
+    full = _full(supernet)
+    trainer = CandidateTrainer(setup.cfg)
+    for tokens in CANDIDATES:
+        model = supernet.extract(tokens)
+        standalone = trainer.build(setup.pricer.blazenet_kwargs(tokens))
+        assert {k: v.shape for k, v in model.state_dict().items()} == \
+            {k: v.shape for k, v in standalone.state_dict().items()}  # the candidate's own network
+        names = plan_names(model)
+        for key, value in model.state_dict().items():
+            region = full['layers.' + names[key]][tuple(slice(0, n) for n in value.shape)]
+            np.testing.assert_array_equal(value.numpy(), region, err_msg=key)
+    # the kernel token picks a path: one 5x5 conv or two 3x3 ones, both in the supernet
+    five, three = (set(plan_names(supernet.extract(t)).values()) for t in CANDIDATES[:2])
+    assert any(n.startswith('double_blaze_01_dw.') for n in five) and not any('_dw_1' in n for n in five)
+    assert any(n.startswith('double_blaze_01_dw_1.') for n in three)
+
+
+def _batches(setup, count=2):
+    scorer = SupernetScorer(CandidateTrainer(setup.cfg), None, count)
+    return scorer.batches
+
+
+def test_the_extracted_network_computes_what_the_supernet_computes_with_it_active(setup):
+    supernet = Supernet(setup.cfg, setup.pricer, seed=3)
+    batches = _batches(setup)
+    image = paddle.to_tensor(batches[0]['image'])
+    for tokens in CANDIDATES:
+        model = supernet.recalibrate(tokens, batches)
+        subnet = supernet.subnet(tokens)
+        subnet.eval()
+        with paddle.no_grad():
+            for ours, theirs in zip(model(image)[:2], subnet(image)[:2]):
+                np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_recalibration_sets_each_batch_norm_to_the_mean_of_the_batches_statistics(setup):
+    supernet = Supernet(setup.cfg, setup.pricer, seed=0)
+    batches = _batches(setup, 3)
+    tokens = CANDIDATES[0]
+    before = supernet.extract(tokens).backbone.stem[1]._mean.numpy()
+    model = supernet.recalibrate(tokens, batches)
+    conv, norm = model.backbone.stem[0], model.backbone.stem[1]
+    with paddle.no_grad():
+        outputs = [conv(paddle.to_tensor(b['image'])).numpy() for b in batches]
+    expected = np.mean([o.mean(axis=(0, 2, 3)) for o in outputs], axis=0)
+    np.testing.assert_allclose(norm._mean.numpy(), expected, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(before, expected)
+    # the supernet's slice took the same statistics
+    stem = supernet.state_dict()['layers.conv1.1._mean'].numpy()
+    np.testing.assert_allclose(stem[:len(expected)], norm._mean.numpy())
+
+
+def test_score_prints_one_json_line_per_candidate_and_the_same_ap_twice(trained, config):
+    tokens = '2,1,3,8,2,1,2,1,1'
+    runs = [tool('score', '-c', config, '--weights', trained, '--tokens', tokens, '--tokens', '0,0,0,0,0,0,0,0,0')
+            for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-3000:]
+    rows = [[json.loads(line) for line in run.stdout.splitlines()] for run in runs]
+    assert [len(r) for r in rows] == [2, 2]
+    assert set(rows[0][0]) == {'tokens', 'ap', 'flops', 'params', 'latency_us', 'seconds'}
+    assert rows[0][0]['tokens'] == [2, 1, 3, 8, 2, 1, 2, 1, 1]
+    assert [r['ap'] for r in rows[0]] == [r['ap'] for r in rows[1]]
+    price = subprocess.run([sys.executable, os.path.join(REPO, 'tools', 'price_arch.py'), '-c', config, '--tokens',
+                            tokens], capture_output=True, text=True, cwd=REPO)
+    assert json.loads(price.stdout)['flops'] == rows[0][0]['flops']
+
+
+def _weights(folder):
+    return paddle.load(os.path.join(folder, 'supernet.pdparams'))
+
+
+def test_a_training_killed_with_kill_9_goes_on_from_its_checkpoint_to_the_same_weights(tmp_path, config):
+    opts = ['-o', 'supernet_iters=30', 'supernet_snapshot_iters=4']
+    whole = str(tmp_path / 'whole')
+    done = tool('train', '-c', config, '--out', whole, *opts)
+    assert done.returncode == 0, done.stderr[-3000:]
+    broken = str(tmp_path / 'broken')
+    proc = subprocess.Popen([sys.executable, TOOL, 'train', '-c', config, '--out', broken, *opts], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = os.path.join(broken, 'checkpoint.json')
+    deadline = time.time() + 120
+    while not os.path.isfile(checkpoint) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with open(checkpoint) as f:
+        killed_at = json.load(f)['iteration']
+    assert 4 <= killed_at < 30 and not os.path.isfile(os.path.join(broken, 'supernet.pdparams'))
+    again = tool('train', '-c', config, '--out', broken, *opts)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert 'going on from the checkpoint of iteration' in again.stderr
+    ours, theirs = _weights(broken), _weights(whole)
+    assert set(ours) == set(theirs)
+    for key in ours:
+        np.testing.assert_allclose(ours[key].numpy(), theirs[key].numpy(), rtol=1e-5, atol=1e-6, err_msg=key)
+    assert not [n for n in os.listdir(broken) if n.startswith('checkpoint')]  # the finished weights supersede it
+    # a finished supernet is loaded, not trained again
+    third = tool('train', '-c', config, '--out', broken, *opts)
+    assert third.returncode == 0 and 'iter:' not in third.stderr
+
+
+def _rows(path):
+    with open(path, newline='') as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize('strategy', STRATEGIES)
+def test_every_strategy_searches_on_supernet_scores_and_reranks_by_trainings(tmp_path, dataset, trained, strategy):
+    """sanas trains its own supernet in the search (save_dir/supernet); the others reuse ``trained``."""
+    own = strategy == 'sanas'
+    config = tiny_config(tmp_path, dataset, strategy=strategy, search_steps=3, max_iters=2, population_size=2,
+                         tpe_startup_trials=1, evaluator='supernet', rerank_top_k=2, rerank_seeds=1,
+                         supernet_iters=4, supernet_calib_batches=2,
+                         **({} if own else {'supernet_weights': trained}))
+    out = run_search(config)
+    assert out.returncode == 0, out.stderr[-3000:]
+    save_dir = str(tmp_path / 'out')
+    assert os.path.isfile(os.path.join(save_dir, 'supernet', 'supernet.pdparams')) == own
+    rows = [r for r in _rows(os.path.join(save_dir, 'search_history.csv')) if r['status'] == 'trained']
+    assert len(rows) == 3 and len({r['tokens'] for r in rows}) == 3
+    assert not os.path.isdir(os.path.join(save_dir, 'candidates'))  # a step scores, it trains nothing
+    rerank = _rows(os.path.join(save_dir, 'rerank.csv'))
+    assert len(rerank) == 2 and {r['seed'] for r in rerank} == {'0'}  # each of the top 2 trained from scratch
+    top = sorted(rows, key=lambda r: -float(r['ap']))[:2]
+    assert {r['tokens'] for r in rerank} == {r['tokens'] for r in top}
+    with open(os.path.join(save_dir, 'best_structure.yml')) as f:
+        best = f.read()
+    assert 'supernet AP' in best and 'over 1 trainings' in best
+    front = _rows(os.path.join(save_dir, 'pareto.csv'))  # the front is the scores'
+    scores = {r['tokens']: float(r['ap']) for r in rows}
+    assert front and all(float(r['ap']) == pytest.approx(scores[r['tokens']]) for r in front)
+    assert '(scored)' in out.stderr
+
+
+def test_two_local_workers_score_with_the_supernet_the_host_trained_once(tmp_path, dataset):
+    config = tiny_config(tmp_path, dataset, strategy='random', search_steps=4, max_iters=2, evaluator='supernet',
+                         rerank_top_k=1, rerank_seeds=1, supernet_iters=4, supernet_calib_batches=1)
+    out = run_search(config, '--workers', '2')
+    assert out.returncode == 0, out.stderr[-3000:]
+    # trained by the host alone, before the workers start (they are given it as supernet_weights)
+    assert out.stderr.count('supernet: 4 iterations from 0') == 1 and 'worker 1: supernet' not in out.stderr
+    save_dir = str(tmp_path / 'out')
+    scored = [r for path in os.listdir(save_dir) if path.startswith('search_history')
+              for r in _rows(os.path.join(save_dir, path)) if r['status'] == 'trained']
+    assert len(scored) == 4 and len({r['tokens'] for r in scored}) == 4
+
+
+@pytest.mark.parametrize('values, says', [
+    ({'evaluator': 'oneshot'}, 'evaluator is'),
+    ({'supernet_weights': '/nowhere'}, 'supernet_weights is set but evaluator is train'),
+    ({'evaluator': 'supernet', 'pruner': 'median', 'strategy': 'tpe'}, 'pruner trains candidates'),
+    ({'evaluator': 'supernet', 'supernet_iters': 0}, 'supernet_iters is 0'),
+    ({'evaluator': 'supernet', 'supernet_distill': -1}, 'supernet_distill is -1'),
+    ({'evaluator': 'supernet', 'supernet_weights': '/nowhere'}, 'supernet_weights /nowhere: no trained supernet'),
+])
+def test_a_supernet_setting_that_cannot_work_is_one_line(tmp_path, dataset, values, says):
+    """Checked with the config, before a controller, a study or a network exists."""
+    config = tiny_config(tmp_path, dataset, **values)
+    with pytest.raises(ConfigError) as error:
+        load_search_config(config)
+    assert says in str(error.value) and '\n' not in str(error.value)
+
+
+def test_weights_of_another_space_are_refused_before_the_search_starts(tmp_path, dataset, trained):
+    """The trained supernet has both kernel paths; a latency search's 3x3-only space has other layers."""
+    config = tiny_config(tmp_path, dataset, evaluator='supernet', supernet_weights=trained,
+                         search_space='BlazeFaceNasSpace3x3')
+    out = run_search(config)
+    assert out.returncode == 2 and 'this config searches BlazeFaceNasSpace3x3' in out.stderr
+    assert not os.path.exists(str(tmp_path / 'out' / 'sanas.checkpoints'))
+
+
+def test_in_place_distillation_is_an_option_that_changes_the_training(tmp_path, setup):
+    """supernet_distill > 0 adds the largest's outputs as targets of the others; 0 (the default) trains without."""
+    from ppdet.slim.nas.supernet import SupernetSettings, _distillation, train_supernet
+    locs, confs = paddle.rand([2, 5, 4]), paddle.rand([2, 5, 2])
+    assert float(_distillation(locs, confs, locs, confs)) == pytest.approx(0.0, abs=1e-6)
+    assert float(_distillation(locs, confs, locs + 1, confs * 3)) > 0
+    trainer = CandidateTrainer(setup.cfg)
+    weights = {}
+    for distill in (0.0, 1.0):
+        settings = SupernetSettings(iters=2, random_subnets=1, distill=distill, calib_batches=1, snapshot_iters=100)
+        supernet = train_supernet(trainer, setup.pricer, str(tmp_path / str(distill)), settings)
+        weights[distill] = _full(supernet)
+        assert all(np.isfinite(v).all() for v in weights[distill].values())
+    assert any(not np.array_equal(weights[0.0][k], weights[1.0][k]) for k in weights[0.0])
+
+
+def test_a_search_killed_while_its_supernet_trains_goes_on_from_the_checkpoint_with_r(tmp_path, dataset):
+    config = tiny_config(tmp_path, dataset, strategy='tpe', search_steps=2, max_iters=2, evaluator='supernet',
+                         rerank_top_k=1, rerank_seeds=1, supernet_iters=40, supernet_snapshot_iters=4,
+                         supernet_calib_batches=1)
+    save_dir = tmp_path / 'out'
+    checkpoint = save_dir / 'supernet' / 'checkpoint.json'
+    proc = subprocess.Popen([sys.executable, '-u', os.path.join(REPO, 'train_nas.py'), '-c', config], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not checkpoint.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.is_file()
+    out = run_search(config, '-r', str(save_dir))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert 'going on from the checkpoint of iteration' in out.stderr
+    assert (save_dir / 'supernet' / 'supernet.pdparams').is_file() and (save_dir / 'best_structure.yml').is_file()
