@@ -269,3 +269,17 @@ def test_a_search_killed_while_its_supernet_trains_goes_on_from_the_checkpoint_w
     assert out.returncode == 0, out.stderr[-3000:]
     assert 'going on from the checkpoint of iteration' in out.stderr
     assert (save_dir / 'supernet' / 'supernet.pdparams').is_file() and (save_dir / 'best_structure.yml').is_file()
+
+
+def test_admitted_sampling_trains_only_sub_networks_the_limit_admits_besides_the_sandwichs_ends(config):
+    from ppdet.slim.nas.supernet import SupernetSettings, _admits
+    setup = load_search_config(config, {'Constraint.max_constraint': 3000000})  # about half the space at 64 px
+    supernet = Supernet(setup.cfg, setup.pricer, seed=0)
+    admits = _admits(setup.pricer, setup.constraint, SupernetSettings(1, 3, 0.0, 1, 1, 'admitted'))
+    assert _admits(setup.pricer, setup.constraint, SupernetSettings(1, 3, 0.0, 1, 1)) is None
+    ranges = setup.space.range_table()
+    for sample, rng in (('admitted', np.random.default_rng(0)), ('uniform', np.random.default_rng(0))):
+        steps = [supernet.sandwich(rng, 3, admits if sample == 'admitted' else None) for _ in range(30)]
+        assert all(s[0] == [r - 1 for r in ranges] and s[1] == [0] * len(ranges) for s in steps)
+        drawn = [t for s in steps for t in s[2:]]
+        assert all(admits(t) for t in drawn) == (sample == 'admitted'), sample

@@ -48,7 +48,7 @@ def main(argv=None):
     tokens = [checked_tokens(setup, t) for t in args.tokens] if args.command == 'score' else []
     trainer = CandidateTrainer(cfg, select_device(cfg.get('use_gpu', False)), seed=int(cfg.get('seed', 0)))
     if args.command == 'train':
-        train_supernet(trainer, setup.pricer, args.out, settings)
+        train_supernet(trainer, setup.pricer, args.out, settings, constraint=setup.constraint)
         print(os.path.abspath(args.out), flush=True)
         return
     scorer = SupernetScorer(trainer, load_supernet(cfg, setup.pricer, args.weights), settings.calib_batches)

@@ -84,7 +84,8 @@ class NasSearch:
             supernet = load_supernet(self.cfg, self.setup.pricer, self.supernet_dir)
         else:
             self.supernet_dir = os.path.join(self.save_dir, SUPERNET_DIR)
-            supernet = train_supernet(self.trainer, self.setup.pricer, self.supernet_dir, settings)
+            supernet = train_supernet(self.trainer, self.setup.pricer, self.supernet_dir, settings,
+                                      constraint=self.setup.constraint)
         self.scorer = SupernetScorer(self.trainer, supernet, settings.calib_batches)
         return self.supernet_dir
 

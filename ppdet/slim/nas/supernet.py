@@ -51,10 +51,12 @@ WEIGHTS, META, CHECKPOINT = 'supernet.pdparams', 'supernet.json', 'checkpoint'
 SUPERNET_DIR = 'supernet'  # a search's own supernet: save_dir/supernet
 # the supernet's keys and their defaults; supernet_iters defaults to SUPERNET_ITERS_PER_CANDIDATE x max_iters
 SUPERNET_DEFAULTS = {'supernet_random': 2, 'supernet_distill': 0.0, 'supernet_calib_batches': 20,
-                     'supernet_snapshot_iters': 100}
+                     'supernet_snapshot_iters': 100, 'supernet_sample': 'uniform'}
+SAMPLES = ('uniform', 'admitted')  # supernet_sample: where the random sub-networks of a step are drawn from
+MAX_DRAWS = 1000  # supernet_sample admitted: draws before a step takes an inadmissible sub-network
 SUPERNET_ITERS_PER_CANDIDATE = 4
 # what a checkpoint or a finished supernet must agree on with the config to be used
-IDENTITY = ('space', 'widest', 'iters', 'seed', 'random_subnets', 'distill')
+IDENTITY = ('space', 'widest', 'iters', 'seed', 'random_subnets', 'distill', 'sample', 'bounds')
 
 
 class SupernetError(RuntimeError):
@@ -68,6 +70,7 @@ class SupernetSettings:
     distill: float        # supernet_distill: weight of in-place distillation from the largest (0: off)
     calib_batches: int    # supernet_calib_batches: training batches a scoring recalibrates batch norm on
     snapshot_iters: int   # supernet_snapshot_iters: iterations between checkpoints
+    sample: str = 'uniform'  # supernet_sample: random sub-networks from the whole space, or those the limit admits
 
     @classmethod
     def from_config(cls, cfg, path='config'):
@@ -83,8 +86,11 @@ class SupernetSettings:
         if isinstance(distill, bool) or not isinstance(distill, (int, float)) or distill < 0:
             raise ConfigError('{}: supernet_distill is {!r}; give a weight >= 0 (0 turns in-place distillation '
                               'off)'.format(path, distill))
+        if values['supernet_sample'] not in SAMPLES:
+            raise ConfigError('{}: supernet_sample is {!r}; use uniform (the whole space) or admitted (the candidates '
+                              'the Constraint admits)'.format(path, values['supernet_sample']))
         return cls(values['supernet_iters'], values['supernet_random'], float(distill),
-                   values['supernet_calib_batches'], values['supernet_snapshot_iters'])
+                   values['supernet_calib_batches'], values['supernet_snapshot_iters'], values['supernet_sample'])
 
 
 class SlicedConv(nn.Layer):
@@ -191,27 +197,34 @@ class Supernet(nn.Layer):
                 array[:value.shape[0]] = value.numpy()
                 full.set_value(array)
 
-    def sandwich(self, rng, random_subnets):
-        """The sub-networks of one training step: the largest, the smallest, ``random_subnets`` drawn by ``rng``."""
+    def sandwich(self, rng, random_subnets, admits=None):
+        """The sub-networks of one training step: the largest, the smallest, ``random_subnets`` drawn by ``rng``
+        (among those ``admits(tokens)`` accepts, if given: up to MAX_DRAWS draws each)."""
         ranges = self.pricer.space.range_table()
-        return ([[r - 1 for r in ranges], [0] * len(ranges)] +
-                [[int(rng.integers(r)) for r in ranges] for _ in range(random_subnets)])
+
+        def draw():
+            for _ in range(MAX_DRAWS):
+                tokens = [int(rng.integers(r)) for r in ranges]
+                if admits is None or admits(tokens):
+                    break
+            return tokens
+        return [[r - 1 for r in ranges], [0] * len(ranges)] + [draw() for _ in range(random_subnets)]
 
 
 class SandwichLoss(nn.Layer):
     """A training step's loss (what ``CandidateTrainer.fit`` trains): the sandwich's losses summed. The sub-networks
     of iteration ``i`` come from a generator seeded by (seed, i): the same on every rank and after a resume."""
 
-    def __init__(self, supernet, settings, seed, start=0):
+    def __init__(self, supernet, settings, seed, start=0, admits=None):
         super().__init__()
-        self.supernet, self.settings, self.seed = supernet, settings, seed
+        self.supernet, self.settings, self.seed, self.admits = supernet, settings, seed, admits
         self.iteration = start
 
     def forward(self, image, gt_bbox, gt_class, gt_num):
         rng = np.random.default_rng([self.seed, self.iteration])
         self.iteration += 1
         total, teacher = 0.0, None
-        for tokens in self.supernet.sandwich(rng, self.settings.random_subnets):
+        for tokens in self.supernet.sandwich(rng, self.settings.random_subnets, self.admits):
             net = self.supernet.subnet(tokens)
             locs, confs, priors = net(image)
             loss = net.ssd_loss(locs, confs, gt_bbox, gt_class, gt_num, priors, PRIOR_VARIANCES)
@@ -258,32 +271,44 @@ def _read_meta(path):
         return None
 
 
-def _identity(supernet, settings, seed):
-    return dict(supernet.identity, iters=settings.iters, seed=seed, random_subnets=settings.random_subnets,
-                distill=settings.distill)
+def _identity(supernet, settings, seed, constraint):
+    identity = dict(supernet.identity, iters=settings.iters, seed=seed, random_subnets=settings.random_subnets,
+                    distill=settings.distill)
+    if settings.sample != 'uniform':  # (left out when uniform: what supernets trained before the key say)
+        identity.update(sample=settings.sample, bounds=[constraint.metric, constraint.min_constraint,
+                                                         constraint.max_constraint])
+    return identity
 
 
 def _mismatch(meta, identity):
-    return [k for k in IDENTITY if meta.get(k) != identity[k]]
+    return [k for k in IDENTITY if meta.get(k) != identity.get(k)]
 
 
-def train_supernet(trainer, pricer, out_dir, settings=None, seed=None):
+def _admits(pricer, constraint, settings):
+    """supernet_sample admitted: whether the constraint admits a candidate (as the search prices it)."""
+    if settings.sample == 'uniform':
+        return None
+    return lambda tokens: constraint.admits(pricer.price(tokens)) is True
+
+
+def train_supernet(trainer, pricer, out_dir, settings=None, seed=None, constraint=None):
     """Train the supernet of ``pricer``'s space under ``trainer``'s config into ``out_dir`` (going on from its
     checkpoint if there is one); returns the trained Supernet. A finished one in ``out_dir`` is loaded, not
-    trained again."""
+    trained again. ``constraint``: the search's, for ``supernet_sample: admitted``."""
     settings = settings or SupernetSettings.from_config(trainer.cfg)
     seed = trainer.seed if seed is None else seed
     supernet = Supernet(trainer.cfg, pricer, seed)
-    identity = _identity(supernet, settings, seed)
+    identity = _identity(supernet, settings, seed, constraint)
     final = _read_meta(os.path.join(out_dir, META))
     if final is not None:
         return load_supernet(trainer.cfg, pricer, out_dir, expect=identity)
     lr, optimizer = trainer.optimizer(supernet, settings.iters)
     start, before = _resume(supernet, optimizer, out_dir, identity)
     supernet.train()
-    loss = SandwichLoss(supernet, settings, seed, start)
-    logger.info('supernet: %d iterations from %d, each the largest, the smallest and %d random sub-networks%s; '
+    loss = SandwichLoss(supernet, settings, seed, start, _admits(pricer, constraint, settings))
+    logger.info('supernet: %d iterations from %d, each the largest, the smallest and %d random %ssub-networks%s; '
                 'into %s', settings.iters, start, settings.random_subnets,
+                'admitted ' if settings.sample == 'admitted' else '',
                 ', distilled from the largest (weight {})'.format(settings.distill) if settings.distill else '',
                 out_dir)
     started = time.time()
@@ -361,7 +386,7 @@ def load_supernet(cfg, pricer, weights_dir, expect=None):
                           '-c CONFIG --out {}'.format(weights_dir, WEIGHTS, META, weights_dir))
     supernet = Supernet(cfg, pricer)
     want = expect or supernet.identity
-    wrong = [k for k in (IDENTITY if expect is not None else ('space', 'widest')) if meta.get(k) != want[k]]
+    wrong = [k for k in (IDENTITY if expect is not None else ('space', 'widest')) if meta.get(k) != want.get(k)]
     if wrong:
         what = ('it was trained for {}, this config searches {}'.format(meta.get('space'), want['space'])
                 if 'space' in wrong else 'its {} differ from this config\'s'.format(', '.join(wrong)))
