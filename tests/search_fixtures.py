@@ -58,6 +58,12 @@ def run_search(config, *args, timeout=600):
                           capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
+def supernet_tool(*args, timeout=300):
+    """``python tools/supernet.py ARGS`` as the README gives it."""
+    return subprocess.run([sys.executable, os.path.join(REPO, 'tools', 'supernet.py'), *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)
+
+
 def _ancestors():
     """This process and those it runs under (a shell or ``timeout`` whose command line may show the marker)."""
     pids, pid = set(), os.getpid()
