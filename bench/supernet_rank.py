@@ -162,10 +162,24 @@ def summarise(data, out, runs, md, command):
             r['supernet_seed'], r['iters'], r.get('variant', '').replace('_', ' '), r['train_seconds'],
             r['train_seconds'] / mean_train, '-' if score is None else '{:.2f}'.format(score),
             '-' if score is None else '{:.3f}'.format(score / mean_train)))
-    text = '\n'.join(lines) + '\n'
+    runs_rows = read_rows(runs)
+    scorings = [r['seconds'] for r in read_rows(out)]
+    lines += ['', '- command: `python bench/supernet_rank.py --seeds 0,1 --iters 1200,3000` (and `--iters 1200 --extra '
+              'supernet_sample=admitted`, `--extra supernet_distill=1.0` for the variants), then `{}`'.format(command),
+              '- machine: {}'.format('; '.join(sorted({r['machine'] for r in runs_rows})) or machine()),
+              '- runtime: {:.0f} min of supernet training and {:.0f} min of scoring ({} scorings, median {:.2f} s), '
+              'two jobs side by side'.format(sum(r['train_seconds'] for r in runs_rows) / 60, sum(scorings) / 60,
+                                             len(scorings), float(np.median(scorings)) if scorings else 0.0)]
+    text = '\n'.join(lines + supernet_search_lines()) + '\n'
     with open(md, 'w') as f:
         f.write(text)
     print(text)
+
+
+def supernet_search_lines():
+    """bench/supernet_search.py's table, when its searches have run."""
+    from bench.supernet_search import summary_lines
+    return summary_lines(os.path.join(REPO, 'bench', 'supernet_search.jsonl'))
 
 
 def main():

@@ -122,7 +122,7 @@ def test_the_replay_is_gone(global_generators):
 
     ours = proposals(replay_seed)
     assert all(a != b for a, b in zip(ours, ours[1:])), ours
-    assert ours != [replayed_edit(replay_seed)] * 6
+    assert sum(t == replayed_edit(replay_seed) for t in ours) <= 1  # not the one edit again and again
     assert proposals(12345) == ours
 
 

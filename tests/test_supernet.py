@@ -17,7 +17,7 @@ from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.candidate import CandidateTrainer
 from ppdet.slim.nas.config import load_search_config
 from ppdet.slim.nas.inherit import plan_names
-from ppdet.slim.nas.supernet import Supernet, SupernetScorer
+from ppdet.slim.nas.supernet import Supernet, SupernetScorer, load_supernet
 
 TOOL = os.path.join(REPO, 'tools', 'supernet.py')
 CANDIDATES = ([2, 1, 3, 8, 2, 1, 2, 1, 1], [2, 1, 3, 8, 2, 1, 2, 1, 0], [0] * 9, [6, 8, 11, 11, 5, 5, 5, 5, 0],
@@ -74,7 +74,7 @@ def test_a_sub_network_holds_exactly_the_supernets_leading_slices(setup):
 
 
 def _batches(setup, count=2):
-    scorer = SupernetScorer(CandidateTrainer(setup.cfg), None, count)
+    scorer = SupernetScorer(CandidateTrainer(setup.cfg), [], count)
     return scorer.batches
 
 
@@ -108,17 +108,32 @@ def test_recalibration_sets_each_batch_norm_to_the_mean_of_the_batches_statistic
     np.testing.assert_allclose(stem[:len(expected)], norm._mean.numpy())
 
 
-def test_score_prints_one_json_line_per_candidate_and_the_same_ap_twice(trained, config, setup):
+@pytest.fixture(scope='module')
+def trained_again(tmp_path_factory, config):
+    """A second supernet (seed 1), for averaging."""
+    out = str(tmp_path_factory.mktemp('supernet') / 'seed1')
+    done = tool('train', '-c', config, '--out', out, '-o', 'seed=1')
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_score_prints_one_json_line_per_candidate_and_the_same_ap_twice(trained, trained_again, config, setup):
     tokens = '2,1,3,8,2,1,2,1,1'
-    run = tool('score', '-c', config, '--weights', trained, '--tokens', tokens, '--tokens', '0,0,0,0,0,0,0,0,0',
-               '--tokens', tokens)
+    run = tool('score', '-c', config, '--weights', trained, '--weights', trained_again, '--tokens', tokens,
+               '--tokens', '0,0,0,0,0,0,0,0,0', '--tokens', tokens)
     assert run.returncode == 0, run.stderr[-3000:]
     rows = [json.loads(line) for line in run.stdout.splitlines()]
-    assert len(rows) == 3 and set(rows[0]) == {'tokens', 'ap', 'flops', 'params', 'latency_us', 'seconds'}
+    assert len(rows) == 3 and set(rows[0]) == {'tokens', 'ap', 'aps', 'flops', 'params', 'latency_us', 'seconds'}
     assert rows[0]['tokens'] == rows[2]['tokens'] == [2, 1, 3, 8, 2, 1, 2, 1, 1]
     assert rows[0]['ap'] == rows[2]['ap']  # after another candidate's recalibration in between
     price = setup.pricer.price([2, 1, 3, 8, 2, 1, 2, 1, 1])
     assert (rows[0]['flops'], rows[0]['params']) == (price.flops, price.params)
+    # two --weights: the mean of each supernet's own score
+    trainer = CandidateTrainer(setup.cfg)
+    alone = [SupernetScorer(trainer, [load_supernet(setup.cfg, setup.pricer, d)], 2).score(rows[0]['tokens']).ap
+             for d in (trained, trained_again)]
+    assert rows[0]['aps'] == pytest.approx(alone) and rows[0]['ap'] == pytest.approx(np.mean(alone))
+    assert alone[0] != alone[1]
 
 
 def _weights(folder):
@@ -162,6 +177,8 @@ def test_a_training_killed_with_kill_9_goes_on_from_its_checkpoint_to_the_same_w
     ({'evaluator': 'supernet', 'supernet_iters': 0}, 'supernet_iters is 0'),
     ({'evaluator': 'supernet', 'supernet_distill': -1}, 'supernet_distill is -1'),
     ({'evaluator': 'supernet', 'supernet_weights': '/nowhere'}, 'supernet_weights /nowhere: no trained supernet'),
+    ({'evaluator': 'supernet', 'supernet_weights': '[]'}, 'supernet_weights is []'),
+    ({'evaluator': 'supernet', 'supernet_sample': 'near'}, 'supernet_sample is'),
 ])
 def test_a_supernet_setting_that_cannot_work_is_one_line(tmp_path, dataset, values, says):
     """Checked with the config, before a controller, a study or a network exists."""

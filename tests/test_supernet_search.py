@@ -1,6 +1,7 @@
 """Searches on supernet scores (``evaluator: supernet``), end to end on tiny data: every strategy, two local workers,
 and a search killed while its supernet trains going on with ``-r``."""
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -37,10 +38,11 @@ def _rows(path):
 def test_every_strategy_searches_on_supernet_scores_and_reranks_by_trainings(tmp_path, dataset, trained, strategy):
     """sanas trains its own supernet in the search (save_dir/supernet); the others reuse ``trained``."""
     own = strategy == 'sanas'
+    weights = {'sanas': {}, 'random': {'supernet_weights': json.dumps([trained, trained])}}  # a list: averaged
     config = tiny_config(tmp_path, dataset, strategy=strategy, search_steps=3, max_iters=2, population_size=2,
                          tpe_startup_trials=1, evaluator='supernet', rerank_top_k=2, rerank_seeds=1,
                          supernet_iters=4, supernet_calib_batches=2,
-                         **({} if own else {'supernet_weights': trained}))
+                         **weights.get(strategy, {'supernet_weights': trained}))
     out = run_search(config)
     assert out.returncode == 0, out.stderr[-3000:]
     save_dir = str(tmp_path / 'out')

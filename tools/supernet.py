@@ -8,6 +8,7 @@ score any candidate of the space in seconds.
 finished one instead of training it again. ``score`` prints one JSON line per candidate: tokens, ap (the sub-network's
 AP on the eval set, batch norm recalibrated on supernet_calib_batches training batches), flops, params, latency_us
 (the config's Constraint table; null without one), seconds. The same weights and candidate give the same AP.
+``--weights`` repeated averages several supernets' APs (each is also in ``aps``).
 """
 import argparse
 import json
@@ -31,7 +32,9 @@ def parse_args(argv=None):
     train = commands.add_parser('train', help='train the supernet of the config\'s search space')
     train.add_argument('--out', required=True, help='directory for its checkpoints and final weights')
     score = commands.add_parser('score', help='score candidates with a trained supernet')
-    score.add_argument('--weights', required=True, help='a directory tools/supernet.py train wrote')
+    score.add_argument('--weights', action='append', required=True,
+                       help='a directory tools/supernet.py train wrote; repeat it to average several supernets\' '
+                            'scores')
     score.add_argument('--tokens', action='append', required=True,
                        help='a token vector, comma-separated; repeat for more candidates')
     args = parser.parse_args(argv)
@@ -51,11 +54,15 @@ def main(argv=None):
         train_supernet(trainer, setup.pricer, args.out, settings, constraint=setup.constraint)
         print(os.path.abspath(args.out), flush=True)
         return
-    scorer = SupernetScorer(trainer, load_supernet(cfg, setup.pricer, args.weights), settings.calib_batches)
+    supernets = [load_supernet(cfg, setup.pricer, folder) for folder in args.weights]
+    scorer = SupernetScorer(trainer, supernets, settings.calib_batches)
     for t in tokens:
         score, price = scorer.score(t), setup.pricer.price(t)
-        print(json.dumps({'tokens': t, 'ap': score.ap, 'flops': price.flops, 'params': price.params,
-                          'latency_us': price.latency_us, 'seconds': round(score.seconds, 3)}), flush=True)
+        row = {'tokens': t, 'ap': score.ap, 'flops': price.flops, 'params': price.params,
+               'latency_us': price.latency_us, 'seconds': round(score.seconds, 3)}
+        if len(supernets) > 1:
+            row['aps'] = score.aps
+        print(json.dumps(row), flush=True)
 
 
 if __name__ == '__main__':

@@ -14,7 +14,7 @@ from ppdet.slim.nas.constraint import (CandidatePricer, Constraint, load_constra
                                        table_kernels)
 from ppdet.slim.nas.controller import lease_seconds
 from ppdet.slim.nas.strategies import PRUNERS, PRUNING_STRATEGIES, STRATEGIES, setting
-from ppdet.slim.nas.supernet import EVALUATORS, META, SUPERNET_DEFAULTS, SupernetSettings
+from ppdet.slim.nas.supernet import EVALUATORS, META, SUPERNET_DEFAULTS, SupernetSettings, weight_dirs
 from search_space import search_space_name
 
 __all__ = ['SearchSetup', 'load_search_config', 'SEARCH_KEYS']
@@ -133,17 +133,19 @@ def _check_evaluator_keys(path, cfg):
                           'scored by a supernet trained once)'.format(path, evaluator))
     SupernetSettings.from_config(cfg, path)
     weights = cfg.get('supernet_weights')
-    if weights is not None and not (isinstance(weights, str) and weights):
-        raise ConfigError('{}: supernet_weights is {!r}; give the directory tools/supernet.py train wrote'.format(
-            path, weights))
+    dirs = weight_dirs(weights) if isinstance(weights, (str, list)) else [None]
+    if weights is not None and not (dirs and all(isinstance(d, str) and d for d in dirs)):
+        raise ConfigError('{}: supernet_weights is {!r}; give the directory tools/supernet.py train wrote, or a list '
+                          'of them (their scores are averaged)'.format(path, weights))
     if evaluator == 'train':
         if weights is not None:
             raise ConfigError('{}: supernet_weights is set but evaluator is train; add evaluator: supernet to search '
                               'on its scores'.format(path))
         return
-    if weights and not os.path.isfile(os.path.join(weights, META)):
-        raise ConfigError('{}: supernet_weights {}: no trained supernet there ({}); train one with python '
-                          'tools/supernet.py train -c {} --out {}'.format(path, weights, META, path, weights))
+    for folder in dirs if weights is not None else []:
+        if not os.path.isfile(os.path.join(folder, META)):
+            raise ConfigError('{}: supernet_weights {}: no trained supernet there ({}); train one with python '
+                              'tools/supernet.py train -c {} --out {}'.format(path, folder, META, path, folder))
     for key, off in (('pruner', 'none'), ('inherit_weights', False)):
         if cfg.get(key, off) != off:
             raise ConfigError('{}: {} trains candidates; with evaluator: supernet a step is a scoring, so set {}: '

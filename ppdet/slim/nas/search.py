@@ -30,7 +30,8 @@ from ppdet.slim.nas.report import write_report
 from ppdet.slim.nas.rerank import RerankPlan, rank, rerank_jobs, write_rerank_csv
 from ppdet.slim.nas.strategies import make_strategy, prune_interval, setting
 from ppdet.slim.nas.strategies.study import SearchExhausted
-from ppdet.slim.nas.supernet import SUPERNET_DIR, SupernetScorer, SupernetSettings, load_supernet, train_supernet
+from ppdet.slim.nas.supernet import (SUPERNET_DIR, SupernetScorer, SupernetSettings, load_supernet, train_supernet,
+                                     weight_dirs)
 from ppdet.slim.nas.tokens import Tokens
 from ppdet.utils.stats import eta_string
 
@@ -67,27 +68,28 @@ class NasSearch:
         self.trainer = CandidateTrainer(cfg, device or select_device(cfg.get('use_gpu', False)), fp16, loss_scale,
                                         seed=int(cfg.get('seed', 0)), ranks=self.ranks)
         self.scorer = None  # evaluator: supernet, once prepare_supernet has loaded or trained it
-        self.supernet_dir = cfg.get('supernet_weights')
-        if cfg.get('evaluator', 'train') == 'supernet' and self.supernet_dir:
+        self.supernet_dirs = weight_dirs(cfg.get('supernet_weights'))
+        if cfg.get('evaluator', 'train') == 'supernet' and self.supernet_dirs:
             self.prepare_supernet()  # weights of another space are one line before a controller or study starts
         self.strategy = None
         if self.ranks.is_main:  # storage and controller problems are one line before any network is built
             self.strategy = make_strategy(setup, self.save_dir, resume_dir, local_worker)
 
     def prepare_supernet(self):
-        """With ``evaluator: supernet``: load ``supernet_weights``, else train the supernet (every rank) in
-        save_dir/supernet, going on from its checkpoint; returns its directory (None with ``evaluator: train``)."""
+        """With ``evaluator: supernet``: load ``supernet_weights`` (one directory or several, whose scores are
+        averaged), else train the supernet (every rank) in save_dir/supernet, going on from its checkpoint; returns
+        the directories (empty with ``evaluator: train``)."""
         if self.cfg.get('evaluator', 'train') != 'supernet' or self.scorer is not None:
-            return self.supernet_dir
+            return self.supernet_dirs
         settings = SupernetSettings.from_config(self.cfg)
-        if self.supernet_dir:
-            supernet = load_supernet(self.cfg, self.setup.pricer, self.supernet_dir)
+        if self.supernet_dirs:
+            supernets = [load_supernet(self.cfg, self.setup.pricer, d) for d in self.supernet_dirs]
         else:
-            self.supernet_dir = os.path.join(self.save_dir, SUPERNET_DIR)
-            supernet = train_supernet(self.trainer, self.setup.pricer, self.supernet_dir, settings,
-                                      constraint=self.setup.constraint)
-        self.scorer = SupernetScorer(self.trainer, supernet, settings.calib_batches)
-        return self.supernet_dir
+            self.supernet_dirs = [os.path.join(self.save_dir, SUPERNET_DIR)]
+            supernets = [train_supernet(self.trainer, self.setup.pricer, self.supernet_dirs[0], settings,
+                                        constraint=self.setup.constraint)]
+        self.scorer = SupernetScorer(self.trainer, supernets, settings.calib_batches)
+        return self.supernet_dirs
 
     def run(self, report=True):
         """Search until ``search_steps`` candidates are rewarded, then re-rank; returns (best tokens, best AP).

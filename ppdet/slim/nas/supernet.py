@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import paddle
@@ -43,7 +43,7 @@ from ppdet.slim.nas.files import SaveError
 from ppdet.slim.nas.inherit import plan_layers, plan_names
 
 __all__ = ['SupernetSettings', 'Supernet', 'SupernetError', 'SlicedConv', 'train_supernet', 'load_supernet',
-           'SupernetScorer', 'EVALUATORS', 'WEIGHTS', 'META', 'CHECKPOINT', 'SUPERNET_DIR']
+           'SupernetScorer', 'EVALUATORS', 'WEIGHTS', 'META', 'CHECKPOINT', 'SUPERNET_DIR', 'weight_dirs']
 
 logger = logging.getLogger(__name__)
 EVALUATORS = ('train', 'supernet')   # ``evaluator``: what a search step does with a candidate
@@ -397,23 +397,29 @@ def load_supernet(cfg, pricer, weights_dir, expect=None):
     return supernet
 
 
+def weight_dirs(value):
+    """``supernet_weights`` / ``--weights`` as a list of directories: one, or several whose scores are averaged."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
 @dataclass
 class Score:
     tokens: list
-    ap: float
+    ap: float       # the mean of ``aps``
+    aps: list       # one AP per supernet
     seconds: float
-
-    def as_dict(self):
-        return asdict(self)
 
 
 class SupernetScorer:
-    """A candidate's score: its sub-network's weights, batch norm recalibrated on the same ``calib_batches``
-    training batches for every candidate (the TrainReader's first batches for ``seed``), AP on the eval set.
-    The same supernet and candidate give the same AP."""
+    """A candidate's score: with each supernet, its sub-network's weights, batch norm recalibrated on the same
+    ``calib_batches`` training batches for every candidate (the TrainReader's first batches for ``seed``), AP on the
+    eval set; the mean over the supernets (measured: two supernets' mean ranks better than either,
+    bench/SUPERNET.md). The same supernets and candidate give the same AP."""
 
-    def __init__(self, trainer, supernet, calib_batches, seed=None):
-        self.trainer, self.supernet = trainer, supernet
+    def __init__(self, trainer, supernets, calib_batches, seed=None):
+        self.trainer, self.supernets = trainer, list(supernets)
         self.calib_batches = calib_batches
         self.seed = trainer.seed if seed is None else seed
         self._batches = None
@@ -427,5 +433,5 @@ class SupernetScorer:
 
     def score(self, tokens):
         start = time.time()
-        model = self.supernet.recalibrate(tokens, self.batches)
-        return Score([int(t) for t in tokens], self.trainer.evaluate(model), time.time() - start)
+        aps = [self.trainer.evaluate(supernet.recalibrate(tokens, self.batches)) for supernet in self.supernets]
+        return Score([int(t) for t in tokens], float(np.mean(aps)), aps, time.time() - start)

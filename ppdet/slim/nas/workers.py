@@ -310,9 +310,9 @@ def run_search(setup, plan: WorkerPlan, config: str, overrides: dict, resume_dir
         return search.run()
     save_dir = os.path.abspath(search.save_dir)
     child_overrides = dict(overrides, **caps)
-    supernet = search.prepare_supernet()  # trained here, once, before the workers that score with it start
-    if supernet:
-        child_overrides['supernet_weights'] = os.path.abspath(supernet)
+    supernets = search.prepare_supernet()  # trained here, once, before the workers that score with it start
+    if supernets:
+        child_overrides['supernet_weights'] = [os.path.abspath(d) for d in supernets]
     children = [Child(slot.worker_id, worker_command(config, child_overrides, save_dir,
                                                      search.strategy.worker_overrides(), os.getpid(), slot, fp16,
                                                      loss_scale), slot.env())
