@@ -8,16 +8,22 @@ import time
 from search_fixtures import REPO, processes_with, tiny_config, tiny_dataset, wait_until_gone
 
 
-def test_launch_two_ranks_only_rank0_talks_and_writes(tmp_path):
-    """Two candidates, then the best re-trained with one more seed (rank 1 trains that too)."""
-    config = tiny_config(tmp_path, tiny_dataset(tmp_path), search_steps=2, max_iters=3, rerank_top_k=1,
-                         rerank_seeds=1)
+def _launch_two_ranks(tmp_path, config):
+    """The search run by paddle.distributed.launch on 2 CPU processes; each rank's log, after a successful exit."""
     logs = tmp_path / 'log'
     out = subprocess.run([sys.executable, '-m', 'paddle.distributed.launch', '--nproc_per_node', '2', '--log_dir',
                           str(logs), os.path.join(REPO, 'train_nas.py'), '-c', config],
                          capture_output=True, text=True, timeout=600, cwd=REPO)
     rank0, rank1 = [(logs / 'workerlog.{}'.format(i)).read_text() for i in range(2)]
     assert out.returncode == 0, rank0[-2000:] + rank1[-2000:]
+    return rank0, rank1
+
+
+def test_launch_two_ranks_only_rank0_talks_and_writes(tmp_path):
+    """Two candidates, then the best re-trained with one more seed (rank 1 trains that too)."""
+    config = tiny_config(tmp_path, tiny_dataset(tmp_path), search_steps=2, max_iters=3, rerank_top_k=1,
+                         rerank_seeds=1)
+    rank0, rank1 = _launch_two_ranks(tmp_path, config)
     assert rank1.count('TrainReader epoch') >= 3, 'rank 1 trains every candidate and the re-training too'
     assert 'iter: 0, lr:' in rank0 and 'iter: 0, lr:' not in rank1, 'only rank 0 logs the training'
     assert 'structure start' in rank0 and 'structure start' not in rank1
@@ -34,12 +40,7 @@ def test_two_ranks_train_the_supernet_together_and_rank0_alone_scores(tmp_path):
     the re-ranking's training both ranks'."""
     config = tiny_config(tmp_path, tiny_dataset(tmp_path), search_steps=2, max_iters=2, rerank_top_k=1,
                          rerank_seeds=1, evaluator='supernet', supernet_iters=4, supernet_calib_batches=1)
-    logs = tmp_path / 'log'
-    out = subprocess.run([sys.executable, '-m', 'paddle.distributed.launch', '--nproc_per_node', '2', '--log_dir',
-                          str(logs), os.path.join(REPO, 'train_nas.py'), '-c', config],
-                         capture_output=True, text=True, timeout=600, cwd=REPO)
-    rank0, rank1 = [(logs / 'workerlog.{}'.format(i)).read_text() for i in range(2)]
-    assert out.returncode == 0, rank0[-2000:] + rank1[-2000:]
+    rank0, rank1 = _launch_two_ranks(tmp_path, config)
     assert '(scored)' in rank0 and 'EvalReader epoch' not in rank1, 'rank 1 evaluates nothing'
     assert rank1.count('TrainReader epoch') >= 2, 'rank 1 trains the supernet and the re-training'
     assert os.path.isfile(tmp_path / 'out' / 'supernet' / 'supernet.pdparams')

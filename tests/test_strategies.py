@@ -85,6 +85,18 @@ def test_regularized_evolution_draws_uniformly_until_the_population_is_full():
     assert len(children) > 5 and all(sum(c != 0 for c in child) > 1 for child in children)
 
 
+def test_a_job_handed_out_again_while_it_trained_is_dropped_when_it_finishes_not_a_crash(tmp_path):
+    """Under load a worker's heartbeat came late, another failed its job as stale and took the copy: the first
+    worker's late result is dropped (the copy counts), where it used to end the search with UpdateFinishedTrialError."""
+    url = default_storage_url(str(tmp_path))
+    slow = JobBoard(open_storage(url, 1, 2), 'x.rerank', 1)
+    assert slow.post([((1, 2, 3), 1)])
+    job = slow.take()
+    slow.study.tell(job[0], state=TrialState.FAIL)  # what fail_stale does to a job whose heartbeat is late
+    assert slow.done(job, 0.5, 1.0) is False
+    assert slow.results() == {}
+
+
 def test_a_job_board_is_shared_and_a_dead_workers_job_comes_back(tmp_path):
     url = default_storage_url(str(tmp_path))
     first = JobBoard(open_storage(url, 1, 2), 'x.rerank', 1)

@@ -216,10 +216,18 @@ class JobBoard:
         return None
 
     def done(self, job, ap, seconds):
-        trial, _, _, heartbeat = job
+        """Record a finished job. One whose heartbeat came late (a loaded machine) may have been failed as stale and
+        handed out again meanwhile: its result is then dropped with a warning, the job's copy counts (False)."""
+        trial, tokens, seed, heartbeat = job
         heartbeat.stop()
-        trial.set_user_attr('train_seconds', float(seconds))
-        self.study.tell(trial, float(ap))
+        try:
+            trial.set_user_attr('train_seconds', float(seconds))
+            self.study.tell(trial, float(ap))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            logger.warning('re-ranking job %s seed %s was handed out again while it trained here (its heartbeat came '
+                           'late); the other training of it counts', tokens, seed)
+            return False
+        return True
 
     def pending(self):
         """Jobs not finished yet (waiting or being trained)."""
