@@ -13,7 +13,7 @@ except ImportError:  # Windows: no POSIX locks; a resumed client then always sta
 from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.tokens import Tokens
 
-__all__ = ['atomic_write', 'write_csv', 'History', 'HISTORY_FIELDS', 'HISTORY_NAME', 'SaveError', 'claim_history',
+__all__ = ['atomic_save', 'atomic_write', 'write_csv', 'History', 'HISTORY_FIELDS', 'HISTORY_NAME', 'SaveError', 'claim_history',
            'dead_histories', 'line_of', 'row_tokens', 'REWARDED', 'check_resume_dir']
 
 HISTORY_FIELDS = ['step', 'tokens', 'status', 'flops', 'params', 'latency_us', 'ap', 'train_seconds', 'client']
@@ -31,21 +31,28 @@ class SaveError(RuntimeError):
                          'writable, then resume with -r'.format(path, getattr(error, 'strerror', None) or error))
 
 
-def atomic_write(path, text):
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never a partial one."""
+def atomic_save(path, write):
+    """Make ``path`` with ``write(tmp)`` (which writes a whole file at ``tmp``: text, or ``paddle.save``'s weights) so
+    that readers see the old file or the new one, never a partial one."""
     directory = os.path.dirname(os.path.abspath(path))
     tmp = '{}.tmp.{}'.format(path, os.getpid())
     try:
         os.makedirs(directory, exist_ok=True)
-        with open(tmp, 'w') as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
-        _fsync_dir(directory)
+        _fsync(directory)
     except OSError as e:
         _remove_quietly(tmp)
         raise SaveError(path, e) from None
+
+
+def atomic_write(path, text):
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never a partial one."""
+    def write(tmp):
+        with open(tmp, 'w') as f:
+            f.write(text)
+    atomic_save(path, write)
 
 
 def _remove_quietly(path):
@@ -55,8 +62,9 @@ def _remove_quietly(path):
         pass
 
 
-def _fsync_dir(directory):
-    fd = os.open(directory, os.O_RDONLY)
+def _fsync(path):
+    """Flush a written file, or a directory's entries, to the disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

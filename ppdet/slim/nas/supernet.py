@@ -39,7 +39,7 @@ from ppdet.core.workspace import ConfigError, create
 from ppdet.data.reader import create_reader
 from ppdet.modeling.backbones.blazenet import BlazeNet, blazenet_plan
 from ppdet.modeling.ops import PRIOR_VARIANCES
-from ppdet.slim.nas.files import SaveError
+from ppdet.slim.nas.files import atomic_save, atomic_write
 from ppdet.slim.nas.inherit import plan_layers, plan_names
 
 __all__ = ['SupernetSettings', 'Supernet', 'SupernetError', 'SlicedConv', 'train_supernet', 'load_supernet',
@@ -242,25 +242,12 @@ def _distillation(locs, confs, teacher_locs, teacher_confs):
     return kl / confs.shape[1] + F.smooth_l1_loss(locs, teacher_locs)
 
 
-def _save_atomic(path, write):
-    """``write(tmp)`` then rename: a kill leaves the previous file or the new one, never half of one."""
-    tmp = path + '.tmp'
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise SaveError(path, e) from None
-
-
 def _save_paddle(obj, path):
-    _save_atomic(path, lambda tmp: paddle.save(obj, tmp))
+    atomic_save(path, lambda tmp: paddle.save(obj, tmp))
 
 
 def _save_json(obj, path):
-    def write(tmp):
-        with open(tmp, 'w') as f:
-            json.dump(obj, f, indent=1)
-    _save_atomic(path, write)
+    atomic_write(path, json.dumps(obj, indent=1))
 
 
 def _read_meta(path):
