@@ -23,7 +23,7 @@ from ppdet.slim.nas.inherit import inherit_weights
 from ppdet.slim.nas.metrics import APAccumulator
 from ppdet.utils.stats import TrainingStats, eta_string
 
-__all__ = ['CandidateResult', 'CandidateTrainer', 'PruningCheck', 'select_device']
+__all__ = ['CandidateResult', 'CandidateTrainer', 'PruningCheck', 'build_blazeface', 'select_device']
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,14 @@ class CandidateResult:
     train_seconds: float
     weights: Optional[str] = None
     inherited: Optional[object] = None  # an inherit.Inheritance when the candidate started from a parent's weights
+
+
+def build_blazeface(cfg, blazenet_kwargs, backbone=None):
+    """A candidate's BlazeFace: the config's BlazeNet/BlazeFace sections overlaid by the searched args
+    (``backbone``: one built already, e.g. a supernet's sub-network on the same args)."""
+    if backbone is None:
+        backbone = create('BlazeNet', cfg, **blazenet_kwargs)
+    return create('BlazeFace', cfg, backbone=backbone)
 
 
 def select_device(use_gpu):
@@ -76,10 +84,9 @@ class CandidateTrainer:
         self.window = int(cfg.get('log_smooth_window', 20))
 
     def build(self, blazenet_kwargs, seed=None):
-        """The candidate's BlazeFace: the config's BlazeNet/BlazeFace sections overlaid by the searched args."""
+        """The candidate's BlazeFace, its initial weights drawn with ``seed`` (the trainer's by default)."""
         paddle.seed(self.seed if seed is None else seed)
-        backbone = create('BlazeNet', self.cfg, **blazenet_kwargs)
-        return create('BlazeFace', self.cfg, backbone=backbone)
+        return build_blazeface(self.cfg, blazenet_kwargs)
 
     def candidate(self, blazenet_kwargs, out_dir, seed=None, parent=None, check=None):
         """What a search step does with one candidate: build it (``seed``: its initial weights and data order,

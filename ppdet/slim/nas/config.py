@@ -133,7 +133,7 @@ def _check_evaluator_keys(path, cfg):
                           'scored by a supernet trained once)'.format(path, evaluator))
     SupernetSettings.from_config(cfg, path)
     weights = cfg.get('supernet_weights')
-    dirs = weight_dirs(weights) if isinstance(weights, (str, list)) else [None]
+    dirs = weight_dirs(weights) if isinstance(weights, (str, list)) else []
     if weights is not None and not (dirs and all(isinstance(d, str) and d for d in dirs)):
         raise ConfigError('{}: supernet_weights is {!r}; give the directory tools/supernet.py train wrote, or a list '
                           'of them (their scores are averaged)'.format(path, weights))
@@ -142,7 +142,7 @@ def _check_evaluator_keys(path, cfg):
             raise ConfigError('{}: supernet_weights is set but evaluator is train; add evaluator: supernet to search '
                               'on its scores'.format(path))
         return
-    for folder in dirs if weights is not None else []:
+    for folder in dirs:
         if not os.path.isfile(os.path.join(folder, META)):
             raise ConfigError('{}: supernet_weights {}: no trained supernet there ({}); train one with python '
                               'tools/supernet.py train -c {} --out {}'.format(path, folder, META, path, folder))

@@ -35,10 +35,11 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from ppdet.core.workspace import ConfigError, create
+from ppdet.core.workspace import ConfigError
 from ppdet.data.reader import create_reader
 from ppdet.modeling.backbones.blazenet import BlazeNet, blazenet_plan
 from ppdet.modeling.ops import PRIOR_VARIANCES
+from ppdet.slim.nas.candidate import build_blazeface
 from ppdet.slim.nas.files import atomic_save, atomic_write
 from ppdet.slim.nas.inherit import plan_layers, plan_names
 
@@ -143,10 +144,7 @@ class Supernet(nn.Layer):
 
     def standalone(self, tokens, backbone=None):
         """The candidate's BlazeFace as a search step builds it (the config's sections overlaid by the tokens)."""
-        kwargs = self.pricer.blazenet_kwargs(list(tokens))
-        if backbone is None:
-            backbone = create('BlazeNet', self.cfg, **kwargs)
-        return create('BlazeFace', self.cfg, backbone=backbone)
+        return build_blazeface(self.cfg, self.pricer.blazenet_kwargs(list(tokens)), backbone)
 
     def subnet(self, tokens):
         """The candidate's network computed on the supernet's weights (gradients flow into them)."""
@@ -286,9 +284,8 @@ def train_supernet(trainer, pricer, out_dir, settings=None, seed=None, constrain
     seed = trainer.seed if seed is None else seed
     supernet = Supernet(trainer.cfg, pricer, seed)
     identity = _identity(supernet, settings, seed, constraint)
-    final = _read_meta(os.path.join(out_dir, META))
-    if final is not None:
-        return load_supernet(trainer.cfg, pricer, out_dir, expect=identity)
+    if _read_meta(os.path.join(out_dir, META)) is not None:
+        return _load_weights(supernet, out_dir, identity, IDENTITY)
     lr, optimizer = trainer.optimizer(supernet, settings.iters)
     start, before = _resume(supernet, optimizer, out_dir, identity)
     supernet.train()
@@ -364,16 +361,21 @@ def _resume(supernet, optimizer, out_dir, identity):
     return int(meta['iteration']), float(meta.get('seconds', 0.0))
 
 
-def load_supernet(cfg, pricer, weights_dir, expect=None):
+def load_supernet(cfg, pricer, weights_dir):
     """A trained supernet from ``weights_dir`` (``supernet_weights``, ``--weights``), in eval mode. Weights of
-    another space or widest shape are a one-line ConfigError; ``expect`` also checks how it was trained."""
+    another space or widest shape are a one-line ConfigError."""
+    supernet = Supernet(cfg, pricer)
+    return _load_weights(supernet, weights_dir, supernet.identity, ('space', 'widest'))
+
+
+def _load_weights(supernet, weights_dir, want, keys):
+    """``supernet`` with the finished weights of ``weights_dir``, in eval mode, if what they were trained as agrees
+    with ``want`` on ``keys``; else a one-line ConfigError."""
     meta = _read_meta(os.path.join(weights_dir, META))
     if meta is None or not os.path.isfile(os.path.join(weights_dir, WEIGHTS)):
         raise ConfigError('{}: no trained supernet there ({} and {}); train one with python tools/supernet.py train '
                           '-c CONFIG --out {}'.format(weights_dir, WEIGHTS, META, weights_dir))
-    supernet = Supernet(cfg, pricer)
-    want = expect or supernet.identity
-    wrong = [k for k in (IDENTITY if expect is not None else ('space', 'widest')) if meta.get(k) != want.get(k)]
+    wrong = [k for k in keys if meta.get(k) != want.get(k)]
     if wrong:
         what = ('it was trained for {}, this config searches {}'.format(meta.get('space'), want['space'])
                 if 'space' in wrong else 'its {} differ from this config\'s'.format(', '.join(wrong)))
