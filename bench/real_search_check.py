@@ -49,26 +49,37 @@ def wall_seconds(log_path):
     return (last - first).total_seconds()
 
 
+def run_demo_search(save_dir, limit, overrides):
+    """Run, or resume with ``-r``, ``train_nas.py -c demo.yml --workers 2`` priced with the ground truth's table and
+    the demo's ``limit``, with more ``overrides`` (-o key=value), into ``save_dir`` (its log beside it), unless it
+    has finished already."""
+    if os.path.isfile(os.path.join(save_dir, 'best_structure.yml')):
+        return
+    os.makedirs(os.path.dirname(save_dir), exist_ok=True)
+    values = dict(overrides, save_dir=save_dir, server_port=free_port(), **{
+        'Constraint.table_file': DEFAULT_TABLE, 'Constraint.max_constraint': limit, 'Constraint.max_quantile': 'null'})
+    cmd = [sys.executable, '-u', os.path.join(REPO, 'train_nas.py'), '-c', DEMO, '--workers', '2', '-o'] + [
+        '{}={}'.format(k, v) for k, v in values.items()]
+    if os.path.isdir(save_dir):
+        cmd += ['-r', save_dir]
+    print(' '.join(cmd), flush=True)
+    with open(save_dir + '.log', 'a') as log:
+        subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
+
+
+def read_pick(save_dir):
+    """The finished search's pick and its reward as reported (best_structure.yml's first line)."""
+    with open(os.path.join(save_dir, 'best_structure.yml')) as f:
+        tokens, reward = BEST.match(f.readline()).groups()
+    return json.loads(tokens), float(reward)
+
+
 def search(label, steps, limit):
     """Run (or resume, or read back) the real search; (pick tokens, its reward as reported, save_dir)."""
     strategy, _, pruner = label.partition('+')
     save_dir = os.path.join(WORK, 'real_search', label)
-    best = os.path.join(save_dir, 'best_structure.yml')
-    if not os.path.isfile(best):
-        os.makedirs(os.path.dirname(save_dir), exist_ok=True)
-        cmd = [sys.executable, '-u', os.path.join(REPO, 'train_nas.py'), '-c', DEMO, '--workers', '2', '-o',
-               'strategy={}'.format(strategy), 'pruner={}'.format(pruner or 'none'),
-               'search_steps={}'.format(steps), 'save_dir={}'.format(save_dir),
-               'server_port={}'.format(free_port()), 'Constraint.table_file={}'.format(DEFAULT_TABLE),
-               'Constraint.max_constraint={}'.format(limit), 'Constraint.max_quantile=null']
-        if os.path.isdir(save_dir):
-            cmd += ['-r', save_dir]
-        print(' '.join(cmd), flush=True)
-        with open(save_dir + '.log', 'a') as log:
-            subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
-    with open(best) as f:
-        tokens, reward = BEST.match(f.readline()).groups()
-    return json.loads(tokens), float(reward), save_dir
+    run_demo_search(save_dir, limit, {'strategy': strategy, 'pruner': pruner or 'none', 'search_steps': steps})
+    return read_pick(save_dir) + (save_dir,)
 
 
 def spent(save_dir, max_iters):

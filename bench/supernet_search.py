@@ -23,7 +23,6 @@ import csv
 import datetime
 import json
 import os
-import re
 import subprocess
 import sys
 
@@ -36,17 +35,16 @@ from common import REPO, WORK  # noqa: E402  (it puts the repository on sys.path
 import numpy as np  # noqa: E402
 
 from bench.ground_truth import DEFAULT_TABLE, demo_limit, load_setup  # noqa: E402
-from bench.strategy_quality import Reference, free_port, load_results, summarize  # noqa: E402
+from bench.real_search_check import DEMO, read_pick, run_demo_search  # noqa: E402
+from bench.strategy_quality import Reference, load_results, summarize  # noqa: E402
 from bench.supernet_rank import tool_command  # noqa: E402
 from bench.surrogate import DEFAULT_DATA, DEFAULT_MODEL, Surrogate, load_ground_truth  # noqa: E402
 from bench.zero_cost import machine, read_rows  # noqa: E402
 
-DEMO = os.path.join(REPO, 'demo.yml')
 DEFAULT_OUT = os.path.join(HERE, 'supernet_search.jsonl')
 FOREST = os.path.join(HERE, 'surrogate_forest.joblib')
 SURROGATES = (('gp', DEFAULT_MODEL, os.path.join(HERE, 'strategy_quality.jsonl')),
               ('forest', FOREST, os.path.join(HERE, 'strategy_quality_forest.jsonl')))
-BEST = re.compile(r'^# best tokens (\[[\d, ]+\]) \(AP ([\d.]+)\)')
 
 
 def supernet_dir(seed, iters):
@@ -62,20 +60,9 @@ def supernet_dir(seed, iters):
 
 def search(weights, label, args, limit):
     save_dir = os.path.join(WORK, 'supernet_search', label)
-    if not os.path.isfile(os.path.join(save_dir, 'best_structure.yml')):
-        cmd = [sys.executable, '-u', os.path.join(REPO, 'train_nas.py'), '-c', DEMO, '--workers', '2', '-o',
-               'evaluator=supernet', 'supernet_weights={}'.format(json.dumps(weights)),
-               'strategy={}'.format(args.strategy),
-               'search_steps={}'.format(args.steps), 'rerank_top_k={}'.format(args.top_k), 'rerank_seeds=2',
-               'seed=0', 'save_dir={}'.format(save_dir), 'server_port={}'.format(free_port()),
-               'Constraint.table_file={}'.format(DEFAULT_TABLE), 'Constraint.max_constraint={}'.format(limit),
-               'Constraint.max_quantile=null']
-        if os.path.isdir(save_dir):
-            cmd += ['-r', save_dir]
-        os.makedirs(os.path.dirname(save_dir), exist_ok=True)
-        print(' '.join(cmd), flush=True)
-        with open(save_dir + '.log', 'a') as log:
-            subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
+    run_demo_search(save_dir, limit, {'evaluator': 'supernet', 'supernet_weights': json.dumps(weights),
+                                      'strategy': args.strategy, 'search_steps': args.steps,
+                                      'rerank_top_k': args.top_k, 'rerank_seeds': 2, 'seed': 0})
     return save_dir
 
 
@@ -85,9 +72,7 @@ def _csv(path):
 
 
 def outcome(save_dir, weights, references, mean_train):
-    with open(os.path.join(save_dir, 'best_structure.yml')) as f:
-        tokens, _ = BEST.match(f.readline()).groups()
-    pick = tuple(json.loads(tokens))
+    pick = tuple(read_pick(save_dir)[0])
     rerank = _csv(os.path.join(save_dir, 'rerank.csv'))
     pick_aps = {int(r['seed']): float(r['ap']) for r in rerank if tuple(map(int, r['tokens'].split())) == pick}
     scored = [r for r in _csv(os.path.join(save_dir, 'search_history.csv')) if r['status'] == 'trained']
