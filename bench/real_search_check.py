@@ -7,11 +7,14 @@ at the same budget.
                                       [--out bench/real_search_check.jsonl]
     python bench/real_search_check.py --strategies tpe,tpe+hyperband,random,random+hyperband,evolution,\
         evolution+hyperband --out bench/pruning_check.jsonl
+    python bench/real_search_check.py --strategies largest,tpe --steps 25 --seeds 0,1,2 \
+        --set Constraint.near_limit=0.05 --set-for tpe --out bench/largest_check_25.jsonl   # issue 28's check
 
 A strategy written ``NAME+PRUNER`` is that strategy with ``pruner: PRUNER`` (issue 20's pruning comparison; the
 search without the pruner is the real check's own, read back rather than run again). Every search also records the
 training iterations it spent (a pruned candidate's up to where it stopped, the re-ranking's included), for the pick's
-quality per iteration.
+quality per iteration. ``--seeds`` repeats each search with other values of the config's ``seed``; ``--set`` makes
+the searches of the strategies in ``--set-for`` a variant of demo.yml.
 
 Resumable: a finished search is read back, an interrupted one is resumed (``-r``), a pick's trainings already in
 ``--picks`` (bench/real_search_picks.jsonl, the ground truth's format) are not trained again. Searches and their
@@ -74,11 +77,15 @@ def read_pick(save_dir):
     return json.loads(tokens), float(reward)
 
 
-def search(label, steps, limit):
-    """Run (or resume, or read back) the real search; (pick tokens, its reward as reported, save_dir)."""
+def search(label, steps, limit, overrides=None, seed=0):
+    """Run (or resume, or read back) the real search; (pick tokens, its reward as reported, save_dir). A search
+    with ``overrides`` (--set) or another ``seed`` than 0 has a folder of its own."""
     strategy, _, pruner = label.partition('+')
-    save_dir = os.path.join(WORK, 'real_search', label)
-    run_demo_search(save_dir, limit, {'strategy': strategy, 'pruner': pruner or 'none', 'search_steps': steps})
+    variant = ''.join('_{}{}'.format(k.split('.')[-1], v) for k, v in sorted((overrides or {}).items()))
+    folder = label + variant + ('_steps{}_seed{}'.format(steps, seed) if (variant or seed or steps != 25) else '')
+    save_dir = os.path.join(WORK, 'real_search', folder)
+    run_demo_search(save_dir, limit, dict(overrides or {}, strategy=strategy, pruner=pruner or 'none',
+                                          search_steps=steps, seed=seed))
     return read_pick(save_dir) + (save_dir,)
 
 
@@ -134,22 +141,32 @@ def main():
     parser.add_argument('--benchmark', default=os.path.join(HERE, 'strategy_quality.jsonl'))
     parser.add_argument('--out', default=DEFAULT_OUT)
     parser.add_argument('--picks', default=PICKS, help="the picks' trainings (the ground truth's format)")
+    parser.add_argument('--seeds', default='0', help='one search per strategy and seed (the config key seed)')
+    parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                        help='a config value for the searches of the strategies named in --set-for')
+    parser.add_argument('--set-for', default='', help='the strategies --set applies to (comma-separated)')
     args = parser.parse_args()
+    from ppdet.core.cli import parse_overrides
+    overrides = parse_overrides(args.set, '--set')
+    variant_of = set(filter(None, args.set_for.split(',')))
     from bench.surrogate import Surrogate
     setup = load_setup(DEMO, DEFAULT_TABLE)
     limit = demo_limit(setup)
-    found = {s: search(s, args.steps, limit) for s in args.strategies.split(',')}
+    found = {(s, seed): search(s, args.steps, limit, overrides if s in variant_of else None, seed)
+             for seed in map(int, args.seeds.split(',')) for s in args.strategies.split(',')}
     aps = train_picks([tokens for tokens, _, _ in found.values()], setup, limit, args.picks)
     surrogate = Surrogate.load(args.surrogate)
     with open(args.out, 'w') as f:
-        for strategy, (tokens, reward, save_dir) in found.items():
+        for (strategy, seed), (tokens, reward, save_dir) in found.items():
             iterations, seconds = spent(save_dir, int(setup.cfg['max_iters']))
-            row = {'strategy': strategy, 'steps': args.steps, 'pick': tokens, 'reported_ap': reward,
+            row = {'strategy': strategy, 'seed': seed, 'overrides': overrides if strategy in variant_of else {},
+                   'steps': args.steps, 'pick': tokens, 'reported_ap': reward,
                    'iterations': iterations, 'train_seconds': seconds, 'wall_seconds': wall_seconds(save_dir + '.log'),
                    'latency_us': setup.pricer.price(tokens).latency_us,
                    'ap_seeds': [aps.get((tuple(tokens), s)) for s in SEEDS],
                    'surrogate_mean_ap': float(surrogate.mean([tokens], setup.space)[0]),
-                   'benchmark_mean_pick_ap': predicted_at(args.benchmark, strategy, args.steps)}
+                   'benchmark_mean_pick_ap': None if strategy in variant_of else predicted_at(
+                       args.benchmark, strategy, args.steps)}
             f.write(json.dumps(row) + '\n')
             print(json.dumps(row), flush=True)
 

@@ -50,6 +50,10 @@ DEFAULT_OUT = os.path.join(HERE, 'strategy_quality.jsonl')
 DOCUMENT = os.path.join(HERE, 'SEARCH_QUALITY.md')
 REAL_CHECK = os.path.join(HERE, 'real_search_check.jsonl')  # bench/real_search_check.py's
 PRUNING_CHECK = os.path.join(HERE, 'pruning_check.jsonl')  # and its pruning comparison's
+# and issue 28's: the by-hand baseline against the recommended strategy, at 25 and 50 trainings
+LARGEST_CHECKS = tuple(os.path.join(HERE, 'largest_check_{}.jsonl'.format(n)) for n in (25, 50))
+LARGEST_COMMAND = ('python bench/real_search_check.py --strategies largest,tpe --steps {} --seeds {} --set '
+                   'Constraint.near_limit=0.05 --set-for tpe --out bench/largest_check_{}.jsonl')
 PRUNING_COMMAND = ('python bench/real_search_check.py --strategies tpe,tpe+hyperband,random,random+hyperband,'
                    'evolution,evolution+hyperband --out bench/pruning_check.jsonl')
 PLOT = os.path.join(HERE, 'search_quality_strategies.png')
@@ -62,6 +66,13 @@ SPACE_SAMPLE = 20000  # candidates priced and scored for the best under the limi
 # before and after the re-ranking, and blazeface_improved.yml's (top 5, two more seeds); (label, --out file)
 RERANK_VARIANTS = (('none (the pick is the best single reward)', 'strategy_quality_rerank_none.jsonl'),
                    ('top 5, two more seeds (blazeface_improved.yml)', 'strategy_quality_rerank_5x2.jsonl'))
+# issue 28's variants of tpe that use what pricing knows, each on both surrogates: (label, GP file, forest file;
+# the --set values each was run with are in its rows); read against largest's and tpe's rows of the main files
+VARIANTS = (('tpe, warm_start 10', 'strategy_quality_tpe_warm10.jsonl', 'strategy_quality_forest_tpe_warm10.jsonl'),
+            ('tpe, Constraint.near_limit 0.05', 'strategy_quality_tpe_near5.jsonl',
+             'strategy_quality_forest_tpe_near5.jsonl'),
+            ('tpe, both', 'strategy_quality_tpe_warm10_near5.jsonl', 'strategy_quality_forest_tpe_warm10_near5.jsonl'))
+FOREST = os.path.join(HERE, 'strategy_quality_forest.jsonl')
 RERANK_COMMAND = ('python bench/strategy_quality.py --strategies tpe --budgets 300 --set rerank_top_k=K '
                   '--set rerank_seeds=S --out bench/strategy_quality_rerank_{none,5x2}.jsonl')
 
@@ -301,6 +312,61 @@ def rerank_text(main_summary):
     return lines + ['']
 
 
+def paired_difference(results, baseline, budget):
+    """(mean, standard error, count) of ``results``' regret minus ``baseline``'s, search by search: the same budget
+    and repeat (whose seed and surrogate noise stream they share)."""
+    theirs = {r['repeat']: r['regret'] for r in baseline if r['budget'] == budget}
+    d = np.array([r['regret'] - theirs[r['repeat']] for r in results
+                  if r['budget'] == budget and r['repeat'] in theirs])
+    return (float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))), len(d)) if len(d) > 1 else None
+
+
+def variants_text(main_results):
+    """Issue 28's variants (VARIANTS) against largest and plain tpe, on the GP surrogate and the forest, where run:
+    mean regrets, and each variant's paired difference with largest."""
+    forest = load_results(FOREST) if os.path.isfile(FOREST) else []
+    largest = [[r for r in rs if r['strategy'] == 'largest'] for rs in (main_results, forest)]
+    rows = [(s, [[r for r in rs if r['strategy'] == s] for rs in (main_results, forest)]) for s in ('largest', 'tpe')]
+    ran = []
+    for label, *names in VARIANTS:
+        files = [os.path.join(HERE, name) for name in names]
+        results = [load_results(f) if os.path.isfile(f) else [] for f in files]
+        if any(results):
+            rows.append((label, results))
+        ran += ['`{}`: {}'.format(os.path.basename(f), ', '.join(sorted({' '.join(
+            '{}={}'.format(k, v) for k, v in sorted(r['overrides'].items())) for r in rs}))) for f, rs in
+            zip(files, results) if rs]
+    if len(rows) == 2:
+        return []
+    budgets = sorted({r['budget'] for _, pair in rows[2:] for rs in pair for r in rs})
+
+    def mean(rs, budget):
+        regrets = [r['regret'] for r in rs if r['budget'] == budget]
+        return '{:.4f} ({})'.format(np.mean(regrets), len(regrets)) if regrets else '-'
+
+    def versus(rs, base, budget):
+        d = paired_difference(rs, base, budget)
+        return '-' if d is None else '{:+.4f} ± {:.4f}'.format(*d[:2])
+    header = ['| strategy | ' + ' | '.join('{} trainings'.format(b) for b in budgets) + ' |',
+              '|---|' + '---|' * len(budgets)]
+    lines = ['### Using what pricing knows (issue 28)', '',
+             'Commands: `python bench/strategy_quality.py --strategies tpe --budgets 6,10,25,50,100 --set VALUES --out '
+             'bench/FILE` for each variant, and the same with `--surrogate bench/surrogate_forest.joblib` into its '
+             'forest file; {:.1f} h of search time, 2 workers on the 2-core VM, beside other benchmarks. The values '
+             'each file was run with: {}. Cell: mean regret (repeats), GP surrogate / forest surrogate; lower is '
+             'better.'.format(sum(r['seconds'] for _, pair in rows[2:] for rs in pair for r in rs) / 3600,
+                              '; '.join(ran)), ''] + header
+    for label, pair in rows:
+        lines.append('| {} | {} |'.format(label, ' | '.join(
+            '{} / {}'.format(*(mean(rs, b) for rs in pair)) for b in budgets)))
+    lines += ['', 'Each variant minus `largest`, search by search (same budget and repeat), mean ± standard error, '
+              'GP / forest; negative: the variant\'s pick is better.', ''] + header
+    for label, pair in rows[1:]:
+        lines.append('| {} | {} |'.format(label, ' | '.join(
+            '{} / {}'.format(*(versus(rs, base, b) for rs, base in zip(pair, largest))) for b in budgets)))
+    return lines + ['']
+
+
 def real_check_text(path, title, command, what):
     """A section of real searches (bench/real_search_check.py's ``--out``), if they were run: each search's pick,
     its AP trained again with seeds 0 and 1, the training iterations the search spent, and the surrogate's view."""
@@ -318,8 +384,10 @@ def real_check_text(path, title, command, what):
               '| surrogate: pick AP | benchmark: mean pick AP at this budget |', '|---' * 10 + '|']
     for r in rows:
         seeds = [a for a in r['ap_seeds'] if a is not None]
+        label = ' '.join([r['strategy']] + ['{}={}'.format(k, v) for k, v in sorted(r.get('overrides', {}).items())] +
+                         (['seed {}'.format(r['seed'])] if r.get('seed') else []))
         lines.append('| {} | {} | {:.0f} | {} | {:.1f} | {:.1f} | {:.3f} | {} ({:.3f}) | {:.3f} | {} |'.format(
-            r['strategy'], ' '.join(map(str, r['pick'])), r['latency_us'], r['iterations'], r['train_seconds'] / 60,
+            label, ' '.join(map(str, r['pick'])), r['latency_us'], r['iterations'], r['train_seconds'] / 60,
             r['wall_seconds'] / 60, r['reported_ap'],
             ', '.join('{:.3f}'.format(a) for a in seeds), sum(seeds) / len(seeds), r['surrogate_mean_ap'],
             '-' if r['benchmark_mean_pick_ap'] is None else '{:.3f}'.format(r['benchmark_mean_pick_ap'])))
@@ -350,12 +418,16 @@ def write_document(results_path, data_path, doc, note=None):
                   'fraction of the best front; repeats).', '', markdown_table(summary), '',
                   '![regret against budget](search_quality_strategies.png)', '']
         lines += rerank_text(summary)
+        lines += variants_text(results)
     else:
         lines += ['Not run yet: `python bench/strategy_quality.py --workers 2` needs the fitted surrogate.']
     lines += [''] + real_check_text(REAL_CHECK, 'Checked for real', 'python bench/real_search_check.py',
                                     'one real search per strategy')
     lines += real_check_text(PRUNING_CHECK, 'Stopping poor candidates early (pruner)', PRUNING_COMMAND,
                              'each single-objective strategy without and with `pruner: hyperband`')
+    for path, steps, seeds in zip(LARGEST_CHECKS, (25, 50), ('0,1', '0')):
+        lines += real_check_text(path, 'The by-hand baseline against tpe near the limit, for real, {} trainings'.format(
+            steps), LARGEST_COMMAND.format(steps, seeds, steps), 'largest and tpe with Constraint.near_limit 0.05')
     write_section(doc, 'budgets', '\n'.join(lines))
     return '\n'.join(lines)
 

@@ -28,6 +28,29 @@ def test_one_bound_alone():
     assert Constraint('flops', min_constraint=100).admits(_flops(99)) is False
 
 
+def test_near_limit_admits_only_the_fraction_below_the_limit_and_keeps_a_higher_min():
+    constraint = Constraint('flops', max_constraint=200, near_limit=0.1)
+    assert [constraint.admits(_flops(v)) for v in (179, 180, 200, 201)] == [False, True, True, False]
+    assert Constraint('flops', max_constraint=200, min_constraint=190, near_limit=0.1).lower_bound == 190
+
+
+def test_near_limit_follows_a_quantile_limit():
+    setup = load_search_config(os.path.join(REPO, 'blazeface.yml'), {
+        'Constraint.ctype': 'flops', 'Constraint.max_constraint': None, 'Constraint.max_quantile': 0.45,
+        'Constraint.near_limit': 0.05})
+    limit = setup.constraint.max_constraint
+    assert setup.constraint.lower_bound == pytest.approx(0.95 * limit)
+    assert setup.constraint.admits_value(0.96 * limit) and not setup.constraint.admits_value(0.94 * limit)
+
+
+@pytest.mark.parametrize('values', [{'Constraint.near_limit': 1.5}, {'Constraint.near_limit': 'near'},
+                                    {'Constraint.near_limit': 0.05, 'Constraint.max_constraint': None}])
+def test_a_near_limit_that_cannot_work_is_one_line(values):
+    with pytest.raises(ConfigError) as err:
+        load_search_config(os.path.join(REPO, 'blazeface.yml'), values)
+    assert 'Constraint.near_limit is' in str(err.value) and '\n' not in str(err.value)
+
+
 @pytest.mark.parametrize('value', ['20ms', '20000', True, [1, 2]])  # as -o or YAML would give them
 @pytest.mark.parametrize('key', ['max_constraint', 'min_constraint'])
 def test_a_bound_that_is_not_a_number_fails_at_load(key, value):

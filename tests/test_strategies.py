@@ -351,6 +351,55 @@ def test_largest_trains_exactly_the_most_expensive_admitted_candidates_of_its_sa
     strategy.close()
 
 
+@pytest.mark.parametrize('name', ['tpe', 'evolution'])
+def test_warm_start_trains_the_published_structure_then_the_most_expensive_admitted(tmp_path, dataset, name):
+    from ppdet.slim.nas.strategies.largest import largest_first
+    setup, strategy = _strategy(tmp_path, dataset, strategy=name, search_steps=5, warm_start=3, largest_sample=60,
+                                seed=3)
+    expected = [list(setup.space.init_tokens())] + [
+        t for t in largest_first(setup.pricer, setup.constraint, 60, 3) if t != setup.space.init_tokens()][:3]
+    trained = []
+    while (job := strategy.ask()) is not None:
+        _train(setup, strategy, job)
+        trained.append(list(job.tokens))
+    assert len(trained) == 5 and trained[:4] == expected, 'not the published structure, then largest\'s list'
+    strategy.close()
+
+
+@pytest.mark.parametrize('values, says', [
+    ({'strategy': 'tpe', 'warm_start': -1}, 'warm_start is -1; it must be a whole number >= 0'),
+    ({'strategy': 'sanas', 'warm_start': 5}, 'strategy sanas does not take it'),
+    ({'strategy': 'largest', 'warm_start': 5}, 'strategy largest does not take it'),
+])
+def test_a_warm_start_that_cannot_work_is_one_line(tmp_path, dataset, values, says):
+    from ppdet.core.workspace import ConfigError
+    from ppdet.slim.nas.config import load_search_config
+    with pytest.raises(ConfigError) as e:
+        load_search_config(tiny_config(tmp_path, dataset, **values))
+    assert says in str(e.value) and '\n' not in str(e.value)
+
+
+def test_near_limit_trains_only_candidates_close_to_the_limit(tmp_path, dataset):
+    """The search loop with a reward that is a fixed function of the tokens (no network is trained): with
+    Constraint.near_limit 0.5 every trained candidate is within 50% below the limit, and those below are skipped."""
+    from ppdet.slim.nas.candidate import CandidateResult
+    from ppdet.slim.nas.config import load_search_config
+    from ppdet.slim.nas.search import NasSearch
+
+    class FixedReward(NasSearch):
+        def train_candidate(self, tokens, out_dir, seed=None, parent=None, check=None):
+            return CandidateResult('trained', sum(tokens) / 100, 0.0)
+
+    setup = load_search_config(tiny_config(tmp_path, dataset, strategy='tpe', search_steps=3),
+                               {'Constraint.near_limit': 0.5})
+    search = FixedReward(setup)
+    search.run()
+    rows = search.strategy.rows()
+    trained = [r for r in rows if r['status'] == 'trained']
+    assert len(trained) == 3 and all(0.5 * 12e6 <= r['flops'] <= 12e6 for r in trained)
+    assert any(r['status'] == 'skipped' and 1e6 <= r['flops'] < 0.5 * 12e6 for r in rows), 'none below was skipped'
+
+
 def test_two_workers_claiming_the_last_step_together_train_it_once(tmp_path, dataset):
     url = 'sqlite:///{}'.format(tmp_path / 'shared.db')
     setup, a = _strategy(tmp_path / 'a', dataset, strategy='random', search_steps=2, storage=url)

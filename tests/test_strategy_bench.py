@@ -208,3 +208,34 @@ def test_the_rerank_section_sets_each_variant_beside_the_demos_own(tmp_path, mon
     assert lines[4] == '| re-ranking | tpe at 300 |'
     assert lines[6].startswith('| none | 0.0400 ± 0.0100 (AP 0.300; n=2) |')
     assert 'demo.yml' in lines[7] and '0.0200 ± 0.0000' in lines[7] and len(lines) == 9
+
+
+# --- the strategies judged on the ground truth itself
+@pytest.fixture(scope='module')
+def pool(setup):
+    from bench.ground_truth_search import Pool
+    return Pool(load_ground_truth(DEFAULT_OUT), demo_limit(setup), list(setup.space.range_table()))
+
+
+def test_the_restriction_trains_only_admitted_ground_truth_candidates_and_largest_its_most_expensive(setup, pool):
+    from bench.ground_truth_search import restricted_search
+    limit = demo_limit(setup)
+    assert pool.tokens and all(pool.latency[t] <= limit for t in pool.tokens)
+    trained = restricted_search('tpe', 12, 0, setup, pool, pool.rewards(0))
+    assert len(set(trained)) == 12 and set(trained) <= set(pool.tokens)
+    assert restricted_search('largest', 5, 0, setup, pool, pool.rewards(0)) == pool.by_cost()[:5]
+
+
+@pytest.mark.parametrize('strategy', ['tpe', 'largest'])
+def test_the_restrictions_judge_never_sees_the_rewards_seed(setup, pool, strategy):
+    """The judge's APs shuffled: the search trains and picks the same, only the judged AP moves."""
+    import copy
+    from bench.ground_truth_search import run_one
+    first = run_one(strategy, 10, 1, (0, 1), setup, pool, 0)
+    shuffled = copy.deepcopy(pool)
+    judged = [shuffled.aps[t][1] for t in shuffled.tokens]
+    for t, ap in zip(shuffled.tokens, np.random.default_rng(0).permutation(judged)):
+        shuffled.aps[t][1] = float(ap)
+    again = run_one(strategy, 10, 1, (0, 1), setup, shuffled, 0)
+    assert again['pick'] == first['pick']
+    assert again['judged_ap'] == shuffled.aps[tuple(first['pick'])][1] != first['judged_ap']

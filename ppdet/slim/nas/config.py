@@ -26,9 +26,9 @@ SEARCH_KEYS = ('architecture', 'max_iters', 'use_gpu', 'log_smooth_window', 'log
                'max_client_wait', 'controller_wait', 'workers', 'inherit_weights', 'rerank_top_k', 'rerank_seeds',
                'strategy', 'storage', 'study_name', 'population_size', 'tournament_size', 'tpe_startup_trials',
                'heartbeat_interval', 'heartbeat_grace', 'client_lease', 'pruner', 'prune_interval', 'largest_sample',
-               'evaluator', 'supernet_weights') + tuple(SUPERNET_DEFAULTS) + ('supernet_iters',)
+               'warm_start', 'evaluator', 'supernet_weights') + tuple(SUPERNET_DEFAULTS) + ('supernet_iters',)
 SEARCH_SECTIONS = ('Constraint', 'BlazeNet', 'BlazeFace', 'LearningRate', 'OptimizerBuilder')
-# Whole numbers >= 1 (strategy settings; see strategies/study.py for their defaults).
+# Whole numbers >= 1 (strategy settings; their defaults are strategies/__init__.py's SETTING_DEFAULTS).
 POSITIVE_KEYS = ('population_size', 'tournament_size', 'tpe_startup_trials', 'heartbeat_interval',
                  'heartbeat_grace', 'largest_sample')
 
@@ -117,6 +117,7 @@ def _check_strategy_keys(path, cfg):
             raise ConfigError('{}: {} is {!r}; give a non-empty string{}'.format(
                 path, key, cfg[key], ' (e.g. postgresql://user:password@host/db)' if key == 'storage' else ''))
     _check_pruner(path, cfg, strategy)
+    _check_warm_start(path, cfg, strategy)
     if strategy != 'sanas' and (cfg.get('is_server', True) is False or cfg.get('server_ip')):
         raise ConfigError('{}: is_server: false / server_ip join the host of a sanas search, but strategy is {}, whose '
                           'machines join one study through storage: give every machine the same storage='
@@ -124,6 +125,17 @@ def _check_strategy_keys(path, cfg):
     if 'storage' in cfg and strategy == 'sanas':
         raise ConfigError('{}: storage is set but strategy is sanas, whose record is its controller; choose a '
                           'strategy of {} to search on a storage'.format(path, ', '.join(STRATEGIES[1:])))
+
+
+def _check_warm_start(path, cfg, strategy):
+    value = setting(cfg, 'warm_start')
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError('{}: warm_start is {!r}; it must be a whole number >= 0 (0: no warm start)'.format(
+            path, value))
+    if value and strategy in ('sanas', 'largest'):
+        raise ConfigError('{}: warm_start seeds a study strategy (random, evolution, tpe, nsga2) with the most '
+                          'expensive admitted candidates; strategy {} does not take it: set warm_start: 0 or change '
+                          'the strategy'.format(path, strategy))
 
 
 def _check_evaluator_keys(path, cfg):

@@ -159,9 +159,12 @@ class Constraint:
 
     ``max_quantile`` (not in the original): instead of ``max_constraint``, the limit that admits that share of the
     space as this config prices it (``resolve_quantile``), so that one config serves machines whose tables differ.
+    ``near_limit`` (not in the original): admit only candidates within that fraction below the limit (0.05: from
+    95% of ``max_constraint`` up), where the best are under a latency limit (issue 28, docs/strategies.md).
     """
 
-    def __init__(self, ctype, max_constraint=None, min_constraint=None, table_file=None, max_quantile=None):
+    def __init__(self, ctype, max_constraint=None, min_constraint=None, table_file=None, max_quantile=None,
+                 near_limit=None):
         if ctype not in CTYPES:
             raise ConfigError('Constraint.ctype is {!r}; use one of {}'.format(ctype, ', '.join(CTYPES)))
         if ctype == 'latency' and not table_file:
@@ -179,6 +182,11 @@ class Constraint:
             if isinstance(max_quantile, bool) or not isinstance(max_quantile, (int, float)) or not 0 < max_quantile < 1:
                 raise ConfigError('Constraint.max_quantile is {!r}; write a share of the space between 0 and 1, e.g. '
                                   '0.45'.format(max_quantile))
+        if near_limit is not None and (isinstance(near_limit, bool) or not isinstance(near_limit, (int, float)) or
+                                       not 0 < near_limit < 1 or (max_constraint is None and max_quantile is None)):
+            raise ConfigError('Constraint.near_limit is {!r}; write a fraction between 0 and 1 (0.05: from 95% of the '
+                              'limit up), with max_constraint or max_quantile set'.format(near_limit))
+        self.near_limit = near_limit
         self.ctype, self.table_file = ctype, table_file
         self.max_constraint, self.min_constraint = max_constraint, min_constraint
         self.max_quantile = max_quantile
@@ -196,9 +204,18 @@ class Constraint:
         value = self.value(price)
         return None if value is None else self.admits_value(value)
 
+    @property
+    def lower_bound(self):
+        """``min_constraint``, raised to ``near_limit`` below the limit where that is set (None: no lower bound)."""
+        bounds = [] if self.min_constraint is None else [self.min_constraint]
+        if self.near_limit is not None and self.max_constraint is not None:
+            bounds.append((1 - self.near_limit) * self.max_constraint)
+        return max(bounds) if bounds else None
+
     def admits_value(self, value):
+        low = self.lower_bound
         return not ((self.max_constraint is not None and value > self.max_constraint) or
-                    (self.min_constraint is not None and value < self.min_constraint))
+                    (low is not None and value < low))
 
 
 def train_input_size(cfg):

@@ -86,7 +86,8 @@ def _latency_bounds_problem(setup):
     admitted = sum(constraint.admits_value(v) for v in values)
     if admitted >= MIN_ADMITTED * len(values):
         return None
-    bounds = ' and '.join('{} {}'.format(k, getattr(constraint, k)) for k in ('min_constraint', 'max_constraint')
+    keys = ('min_constraint', 'near_limit', 'max_constraint')
+    bounds = ' and '.join('{} {}'.format(k, getattr(constraint, k)) for k in keys
                           if getattr(constraint, k) is not None)
     return ('Constraint {} us admit{} {} of {} priced random candidates ({:.1%}), as {} prices the space ({} to {} us, '
             'median {}); set a limit in that range, e.g. the one python tools/price_arch.py -c {} --quantile 0.45 '

@@ -162,7 +162,7 @@ class NasSearch:
                'latency_us': price.latency_us}
         if status != 'priced':
             logger.info('candidate %s %s: %s %s (bounds %s..%s)%s', list(tokens), status, constraint.metric,
-                        constraint.value(price), constraint.min_constraint, constraint.max_constraint,
+                        constraint.value(price), constraint.lower_bound, constraint.max_constraint,
                         '; missing table keys: {}'.format(', '.join(price.unpriced[:3])) if price.unpriced else '')
         return row
 

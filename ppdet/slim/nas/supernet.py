@@ -260,7 +260,7 @@ def _identity(supernet, settings, seed, constraint):
     identity = dict(supernet.identity, iters=settings.iters, seed=seed, random_subnets=settings.random_subnets,
                     distill=settings.distill)
     if settings.sample != 'uniform':  # (left out when uniform: what supernets trained before the key say)
-        identity.update(sample=settings.sample, bounds=[constraint.metric, constraint.min_constraint,
+        identity.update(sample=settings.sample, bounds=[constraint.metric, constraint.lower_bound,
                                                          constraint.max_constraint])
     return identity
 

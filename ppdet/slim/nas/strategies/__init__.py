@@ -25,7 +25,7 @@ PRUNING_STRATEGIES = ('random', 'evolution', 'tpe')
 # strategy settings (config keys) and their defaults
 SETTING_DEFAULTS = {'study_name': 'blazeface-nas', 'population_size': 20, 'tournament_size': 5,
                     'tpe_startup_trials': 10, 'heartbeat_interval': 10, 'heartbeat_grace': 60, 'pruner': 'none',
-                    'largest_sample': 2000}
+                    'largest_sample': 2000, 'warm_start': 0}
 
 
 def setting(cfg, key):

@@ -36,7 +36,8 @@ from ppdet.slim.nas.strategies.storage import (Heartbeat, JobBoard, ask_quietly,
 from ppdet.slim.nas.tokens import Tokens
 from search_space.blazefacespace_nas import TOKEN_NAMES
 
-__all__ = ['StudyStrategy', 'SearchExhausted', 'param_names', 'metric_names', 'used_step', 'init_storage']
+__all__ = ['StudyStrategy', 'SearchExhausted', 'first_candidates', 'param_names', 'metric_names', 'used_step',
+           'init_storage']
 
 logger = logging.getLogger(__name__)
 MAX_DUPLICATES = 1000  # proposals in a row that were trained already: the space under the constraint is used up
@@ -140,6 +141,17 @@ def make_sampler(name, setup, ranges, seed):
                                            setting(cfg, 'tournament_size'), seed)
 
 
+def first_candidates(name, init_tokens, ordered, warm_start):
+    """What a study trains before its sampler proposes: the published structure (not for ``largest``, the by-hand
+    baseline, which trains its list only), then the first ``warm_start`` of ``ordered`` (``largest``'s list: the
+    most expensive admitted candidates first), so that a model of the rewards starts where price says the best
+    are."""
+    if name == 'largest':
+        return []
+    first = [list(init_tokens)]
+    return first + [list(t) for t in ordered if list(t) != first[0]][:warm_start]
+
+
 def make_pruner(cfg):
     """Optuna's pruner the ``pruner`` key names; steps are training iterations, looked at every
     ``prune_interval``."""
@@ -158,7 +170,7 @@ def search_signature(setup):
     """What a study must agree on with a worker that joins it: the space and the constraint."""
     c = setup.constraint
     return {'search_space': setup.space_name, 'range_table': list(setup.space.range_table()), 'ctype': c.ctype,
-            'min_constraint': c.min_constraint, 'max_constraint': c.max_constraint,
+            'min_constraint': c.min_constraint, 'max_constraint': c.max_constraint, 'near_limit': c.near_limit,
             'table_file': os.path.basename(c.table_file) if c.ctype == 'latency' and c.table_file else None}
 
 
@@ -212,8 +224,11 @@ class StudyStrategy(Strategy):
                 self.study.set_metric_names(metric_names(self.name, self.metric))
             self.study.set_user_attr('search', signature)
             self.study.set_user_attr('strategy', self.name)
-            if self.name != 'largest':  # the baseline trains its list only
-                self.study.enqueue_trial(dict(zip(self.names, setup.space.init_tokens())))
+            count = int(setting(setup.cfg, 'warm_start'))
+            ordered = largest_first(setup.pricer, setup.constraint, setting(setup.cfg, 'largest_sample'),
+                                    int(setup.cfg.get('seed', 0))) if count else []
+            for tokens in first_candidates(self.name, setup.space.init_tokens(), ordered, count):
+                self.study.enqueue_trial(dict(zip(self.names, tokens)))
             return True
         theirs = self._creators_signature()
         if [d.name for d in self.study.directions] != [d.upper() for d in directions]:
