@@ -14,7 +14,8 @@ from scipy.stats import chisquare
 
 from ppdet.slim.nas.config import load_search_config
 from ppdet.slim.nas.candidate import CandidateTrainer
-from ppdet.slim.nas.controller import CHECKPOINT_NAME, AnnealingController, SearchController
+from ppdet.slim.nas.controller import AnnealingController, SearchController
+from ppdet.slim.nas.vocabulary import CHECKPOINT_NAME
 from search_fixtures import free_port, run_search, tiny_config, tiny_dataset
 from search_space import BlazeFaceNasSpace
 

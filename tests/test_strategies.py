@@ -379,25 +379,54 @@ def test_a_warm_start_that_cannot_work_is_one_line(tmp_path, dataset, values, sa
     assert says in str(e.value) and '\n' not in str(e.value)
 
 
-def test_near_limit_trains_only_candidates_close_to_the_limit(tmp_path, dataset):
-    """The search loop with a reward that is a fixed function of the tokens (no network is trained): with
-    Constraint.near_limit 0.5 every trained candidate is within 50% below the limit, and those below are skipped."""
+def _fixed_reward_search(setup):
+    """The search loop with a reward that is a fixed function of the tokens: no network is trained."""
     from ppdet.slim.nas.candidate import CandidateResult
-    from ppdet.slim.nas.config import load_search_config
     from ppdet.slim.nas.search import NasSearch
+    from ppdet.slim.nas.vocabulary import Status
 
     class FixedReward(NasSearch):
         def train_candidate(self, tokens, out_dir, seed=None, parent=None, check=None):
-            return CandidateResult('trained', sum(tokens) / 100, 0.0)
+            return CandidateResult(Status.TRAINED, sum(tokens) / 100, 0.0)
 
+    return FixedReward(setup)
+
+
+def test_near_limit_trains_only_candidates_close_to_the_limit(tmp_path, dataset):
+    """With Constraint.near_limit 0.5 every trained candidate is within 50% below the limit, and those below are
+    skipped."""
+    from ppdet.slim.nas.config import load_search_config
     setup = load_search_config(tiny_config(tmp_path, dataset, strategy='tpe', search_steps=3),
                                {'Constraint.near_limit': 0.5})
-    search = FixedReward(setup)
+    search = _fixed_reward_search(setup)
     search.run()
     rows = search.strategy.rows()
     trained = [r for r in rows if r['status'] == 'trained']
     assert len(trained) == 3 and all(0.5 * 12e6 <= r['flops'] <= 12e6 for r in trained)
     assert any(r['status'] == 'skipped' and 1e6 <= r['flops'] < 0.5 * 12e6 for r in rows), 'none below was skipped'
+
+
+def test_a_strategy_that_cannot_go_on_stops_the_loop_with_its_one_line_and_is_closed(tmp_path, dataset):
+    from ppdet.slim.nas.config import load_search_config
+    from ppdet.slim.nas.search import SearchError
+    from ppdet.slim.nas.strategies.study import SearchExhausted
+    search = _fixed_reward_search(load_search_config(tiny_config(tmp_path, dataset, strategy='random',
+                                                                 search_steps=2)))
+    asked, closed = search.strategy.ask, []
+
+    def ask():
+        if search.strategy.progress() == 1:
+            raise SearchExhausted('nothing new is left')
+        return asked()
+    search.strategy.ask, search.strategy.close = ask, lambda: closed.append(True)
+    with pytest.raises(SearchError, match='^nothing new is left$'):
+        search.run()
+    os.makedirs(str(tmp_path / 'b'))
+    ran = _fixed_reward_search(load_search_config(tiny_config(tmp_path / 'b', dataset, strategy='random',
+                                                              search_steps=1)))
+    ran.strategy.close = lambda: closed.append('after the report')
+    ran.run()
+    assert closed == ['after the report'] and os.path.isfile(str(tmp_path / 'b' / 'out' / 'best_structure.yml'))
 
 
 def test_two_workers_claiming_the_last_step_together_train_it_once(tmp_path, dataset):

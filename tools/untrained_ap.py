@@ -21,13 +21,14 @@ from ppdet.core.workspace import ConfigError  # noqa: E402
 from ppdet.slim.nas.candidate import CandidateTrainer  # noqa: E402
 from ppdet.slim.nas.config import load_search_config  # noqa: E402
 from ppdet.slim.nas.files import History, row_tokens  # noqa: E402
+from ppdet.slim.nas.vocabulary import Status  # noqa: E402
 
 
 def _history_candidates(setup, path):
     path = path or os.path.join(setup.cfg.get('save_dir', 'nas_checkpoint'), 'search_history.csv')
     if not os.path.isfile(path):
         raise ConfigError('{} not found; run the search first or pass --history'.format(path))
-    return [(row_tokens(r), float(r['ap'])) for r in History(path).rows if r['status'] == 'trained']
+    return [(row_tokens(r), float(r['ap'])) for r in History(path).rows if r['status'] == Status.TRAINED]
 
 
 def main():

@@ -21,6 +21,7 @@ from ppdet.slim.nas.distributed import Ranks
 from ppdet.slim.nas.files import SaveError
 from ppdet.slim.nas.inherit import inherit_weights
 from ppdet.slim.nas.metrics import APAccumulator
+from ppdet.slim.nas.vocabulary import Status, candidate_weights, setting
 from ppdet.utils.stats import TrainingStats, eta_string
 
 __all__ = ['CandidateResult', 'CandidateTrainer', 'PruningCheck', 'build_blazeface', 'select_device']
@@ -42,7 +43,7 @@ class PruningCheck:
 
 @dataclass
 class CandidateResult:
-    status: str                 # 'trained', 'failed' (non-finite loss) or 'pruned' (stopped by a PruningCheck)
+    status: Status              # TRAINED, FAILED (non-finite loss) or PRUNED (stopped by a PruningCheck)
     ap: float
     train_seconds: float
     weights: Optional[str] = None
@@ -79,9 +80,9 @@ class CandidateTrainer:
         self.loss_scale = loss_scale
         self.seed = seed
         self.ranks = ranks or Ranks()
-        self.max_iters = int(cfg.get('max_iters', 5000))
-        self.log_iter = int(cfg.get('log_iter', 20))
-        self.window = int(cfg.get('log_smooth_window', 20))
+        self.max_iters = int(setting(cfg, 'max_iters'))
+        self.log_iter = int(setting(cfg, 'log_iter'))
+        self.window = int(setting(cfg, 'log_smooth_window'))
 
     def build(self, blazenet_kwargs, seed=None):
         """The candidate's BlazeFace, its initial weights drawn with ``seed`` (the trainer's by default)."""
@@ -110,18 +111,18 @@ class CandidateTrainer:
         trained = self.train(model, seed, check)
         seconds = time.time() - start
         if not trained:
-            return CandidateResult('failed', 0.0, seconds)
+            return CandidateResult(Status.FAILED, 0.0, seconds)
         if check is not None and check.pruned is not None:
-            return CandidateResult('pruned', check.pruned[1], seconds)
+            return CandidateResult(Status.PRUNED, check.pruned[1], seconds)
         if not self.ranks.is_main:
-            return CandidateResult('trained', 0.0, seconds)
-        weights = os.path.join(out_dir, 'model_final.pdparams')
+            return CandidateResult(Status.TRAINED, 0.0, seconds)
+        weights = candidate_weights(out_dir)
         try:
             os.makedirs(out_dir, exist_ok=True)
             paddle.save(model.state_dict(), weights)
         except OSError as e:
             raise SaveError(weights, e) from None
-        return CandidateResult('trained', self.evaluate(model), seconds, weights)
+        return CandidateResult(Status.TRAINED, self.evaluate(model), seconds, weights)
 
     def optimizer(self, model, iters):
         """The config's LearningRate (fitted to ``iters``) and OptimizerBuilder over ``model``'s parameters."""

@@ -13,8 +13,9 @@ from ppdet.modeling.backbones.blazenet import blazenet_plan
 from ppdet.slim.nas.constraint import (CandidatePricer, Constraint, load_constraint_table, resolve_quantile,
                                        table_kernels)
 from ppdet.slim.nas.controller import lease_seconds
-from ppdet.slim.nas.strategies import PRUNERS, PRUNING_STRATEGIES, STRATEGIES, setting
+from ppdet.slim.nas.strategies import PRUNERS, PRUNING_STRATEGIES, STRATEGIES
 from ppdet.slim.nas.supernet import EVALUATORS, META, SUPERNET_DEFAULTS, SupernetSettings, weight_dirs
+from ppdet.slim.nas.vocabulary import setting
 from search_space import search_space_name
 
 __all__ = ['SearchSetup', 'load_search_config', 'SEARCH_KEYS']
@@ -28,7 +29,7 @@ SEARCH_KEYS = ('architecture', 'max_iters', 'use_gpu', 'log_smooth_window', 'log
                'heartbeat_interval', 'heartbeat_grace', 'client_lease', 'pruner', 'prune_interval', 'largest_sample',
                'warm_start', 'evaluator', 'supernet_weights') + tuple(SUPERNET_DEFAULTS) + ('supernet_iters',)
 SEARCH_SECTIONS = ('Constraint', 'BlazeNet', 'BlazeFace', 'LearningRate', 'OptimizerBuilder')
-# Whole numbers >= 1 (strategy settings; their defaults are strategies/__init__.py's SETTING_DEFAULTS).
+# Whole numbers >= 1 (strategy settings; their defaults are vocabulary.DEFAULTS).
 POSITIVE_KEYS = ('population_size', 'tournament_size', 'tpe_startup_trials', 'heartbeat_interval',
                  'heartbeat_grace', 'largest_sample')
 
@@ -50,7 +51,7 @@ def load_search_config(path, overrides=None):
     for key, only in (('architecture', 'BlazeFace'), ('metric', 'WIDERFACE')):
         if cfg.get(key, only) != only:
             raise ConfigError('{}: {} is {!r}; this search supports {} only'.format(path, key, cfg[key], only))
-    if int(cfg.get('search_steps', 300)) <= 0:
+    if int(setting(cfg, 'search_steps')) <= 0:
         raise ConfigError('{}: search_steps is {}; it must be a positive number of candidates'.format(
             path, cfg.get('search_steps')))
     for key in ('rerank_top_k', 'rerank_seeds'):
@@ -61,14 +62,14 @@ def load_search_config(path, overrides=None):
     _check_strategy_keys(path, cfg)
     _check_evaluator_keys(path, cfg)
     lease_seconds(cfg.get('client_lease'), '{}: '.format(path))
-    if not isinstance(cfg.get('inherit_weights', False), bool):
+    if not isinstance(setting(cfg, 'inherit_weights'), bool):
         raise ConfigError('{}: inherit_weights is {!r}; write true or false'.format(path, cfg['inherit_weights']))
     if 'Constraint' not in cfg:
         raise ConfigError('{}: no Constraint section; add one with ctype flops or latency'.format(path))
     constraint = create('Constraint', cfg)
     table = load_constraint_table(constraint, cfg.get('filename'))
     prices_5x5 = table is not None and 5 in table_kernels(table.entries)
-    requested = cfg.get('search_space', 'BlazeFaceNasSpace')
+    requested = setting(cfg, 'search_space')
     name = search_space_name(requested, constraint.ctype, prices_5x5)
     space_cls = SEARCHSPACE.get(name)
     if space_cls is None:
@@ -94,14 +95,14 @@ def _check_pruner(path, cfg, strategy):
                                                                             strategy))
     if 'prune_interval' not in cfg:
         return
-    interval, iters = cfg['prune_interval'], int(cfg.get('max_iters', 5000))
+    interval, iters = cfg['prune_interval'], int(setting(cfg, 'max_iters'))
     if isinstance(interval, bool) or not isinstance(interval, int) or not 1 <= interval < iters:
         raise ConfigError('{}: prune_interval is {!r}; it must be a whole number of iterations from 1 to max_iters - '
                           '1 ({})'.format(path, interval, iters - 1))
 
 
 def _check_strategy_keys(path, cfg):
-    strategy = cfg.get('strategy', 'sanas')
+    strategy = setting(cfg, 'strategy')
     if strategy not in STRATEGIES:
         raise ConfigError('{}: strategy is {!r}; use one of {}'.format(path, strategy, ', '.join(STRATEGIES)))
     for key in POSITIVE_KEYS:
@@ -118,7 +119,7 @@ def _check_strategy_keys(path, cfg):
                 path, key, cfg[key], ' (e.g. postgresql://user:password@host/db)' if key == 'storage' else ''))
     _check_pruner(path, cfg, strategy)
     _check_warm_start(path, cfg, strategy)
-    if strategy != 'sanas' and (cfg.get('is_server', True) is False or cfg.get('server_ip')):
+    if strategy != 'sanas' and (setting(cfg, 'is_server') is False or cfg.get('server_ip')):
         raise ConfigError('{}: is_server: false / server_ip join the host of a sanas search, but strategy is {}, whose '
                           'machines join one study through storage: give every machine the same storage='
                           'postgresql://user:password@host/db (README, Many machines)'.format(path, strategy))
@@ -139,7 +140,7 @@ def _check_warm_start(path, cfg, strategy):
 
 
 def _check_evaluator_keys(path, cfg):
-    evaluator = cfg.get('evaluator', 'train')
+    evaluator = setting(cfg, 'evaluator')
     if evaluator not in EVALUATORS:
         raise ConfigError('{}: evaluator is {!r}; use train (each candidate trained, the original) or supernet (each '
                           'scored by a supernet trained once)'.format(path, evaluator))

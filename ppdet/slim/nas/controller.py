@@ -44,14 +44,15 @@ from paddleslim.common import ControllerServer, SAController
 
 from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.files import SaveError, atomic_write, check_resume_dir, line_of
+from ppdet.slim.nas.strategies import StrategyError
+from ppdet.slim.nas.vocabulary import CHECKPOINT_NAME
 from ppdet.slim.nas.tokens import Tokens
 
-__all__ = ['SearchController', 'ControllerGone', 'CHECKPOINT_NAME', 'resolve_server_ip', 'DEFAULT_CONTROLLER_WAIT',
+__all__ = ['SearchController', 'ControllerGone', 'resolve_server_ip', 'DEFAULT_CONTROLLER_WAIT',
            'lease_seconds']
 
 logger = logging.getLogger(__name__)
 SA_LOGGER = logging.getLogger('paddleslim.common.sa_controller')  # PaddleSlim's "Controller - iter" lines
-CHECKPOINT_NAME = 'sanas.checkpoints'
 LOOPBACK = '127.0.0.1'
 MAX_MESSAGE = 65536
 DEFAULT_CONTROLLER_WAIT = 300  # seconds a client waits for a controller that stopped answering
@@ -65,7 +66,7 @@ LEASE_TRAININGS = 3  # the default lease is this many times the longest training
 RUNTIME = ('_checkpoints', '_constrain_func', '_rng', '_lease')  # attributes not written to the checkpoint as such
 
 
-class ControllerGone(RuntimeError):
+class ControllerGone(StrategyError):
     """The controller server cannot be reached (it finished, or was stopped)."""
 
 

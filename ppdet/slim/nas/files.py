@@ -12,14 +12,12 @@ except ImportError:  # Windows: no POSIX locks; a resumed client then always sta
 
 from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.tokens import Tokens
+from ppdet.slim.nas.vocabulary import HISTORY_NAME, HISTORY_STATUSES, REWARDED
 
-__all__ = ['atomic_save', 'atomic_write', 'write_csv', 'History', 'HISTORY_FIELDS', 'HISTORY_NAME', 'SaveError', 'claim_history',
-           'dead_histories', 'line_of', 'row_tokens', 'REWARDED', 'check_resume_dir']
+__all__ = ['atomic_save', 'atomic_write', 'write_csv', 'History', 'HISTORY_FIELDS', 'SaveError', 'claim_history',
+           'dead_histories', 'line_of', 'row_tokens', 'check_resume_dir']
 
 HISTORY_FIELDS = ['step', 'tokens', 'status', 'flops', 'params', 'latency_us', 'ap', 'train_seconds', 'client']
-HISTORY_NAME = 'search_history.csv'
-STATUSES = ('trained', 'failed', 'skipped', 'unpriced', 'pruned')  # pruned: stopped part way by the pruner
-REWARDED = ('trained', 'failed')  # the statuses of candidates that were trained and sent a reward
 HOST_CLIENT = 'host'
 
 
@@ -117,8 +115,8 @@ class History:
     def _check_row(self, line, row):
         if None in row or None in row.values():
             self._fail(line, 'expected {} fields (truncated or edited?)'.format(len(HISTORY_FIELDS)))
-        if row['status'] not in STATUSES:
-            self._fail(line, 'status {!r} is not one of {}'.format(row['status'], ', '.join(STATUSES)))
+        if row['status'] not in HISTORY_STATUSES:
+            self._fail(line, 'status {!r} is not one of {}'.format(row['status'], ', '.join(HISTORY_STATUSES)))
         try:
             int(row['step'])
             row_tokens(row)

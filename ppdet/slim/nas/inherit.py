@@ -18,6 +18,8 @@ from typing import List
 import numpy as np
 import paddle
 
+from ppdet.slim.nas.vocabulary import CANDIDATES_DIR, candidate_weights
+
 __all__ = ['Inheritance', 'Parent', 'inherit_weights', 'inherit_state', 'parent_weights', 'plan_layers', 'plan_names']
 
 
@@ -109,10 +111,10 @@ def inherit_weights(model, parent):
 def parent_weights(save_dir, tokens):
     """The saved weights of a trained candidate with these tokens under ``save_dir`` (any client's), or None."""
     pattern = '_' + '-'.join(str(int(t)) for t in tokens)
-    folder = os.path.join(save_dir, 'candidates')
+    folder = os.path.join(save_dir, CANDIDATES_DIR)
     names = sorted(n for n in os.listdir(folder) if n.endswith(pattern)) if os.path.isdir(folder) else []
     for name in reversed(names):
-        path = os.path.join(folder, name, 'model_final.pdparams')
+        path = candidate_weights(os.path.join(folder, name))
         if os.path.isfile(path):
             return path
     return None

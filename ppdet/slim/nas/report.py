@@ -15,8 +15,9 @@ from ppdet.core.workspace import config_kwargs
 from ppdet.modeling.architectures.blazeface import DEFAULT_MIN_SIZES
 from ppdet.modeling.backbones.blazenet import blazenet_plan
 from ppdet.slim.nas.constraint import train_input_size
-from ppdet.slim.nas.files import REWARDED, atomic_write, write_csv
+from ppdet.slim.nas.files import atomic_write, write_csv
 from ppdet.slim.nas.tokens import Tokens
+from ppdet.slim.nas.vocabulary import BEST_STRUCTURE_NAME, PARETO_NAME, REWARDED
 from search_space.blazefacespace_nas import structure_block
 
 __all__ = ['write_best_structure', 'paddledet_override', 'write_paddledet_override', 'pareto_front',
@@ -259,11 +260,11 @@ def write_front(save_dir, points, front, metric, pricer, cfg):
         _, ap, tokens, row = points[i]
         folder = os.path.join(save_dir, 'pareto', tokens.folder)
         args = searched_args(pricer, tokens)
-        write_best_structure(os.path.join(folder, 'best_structure.yml'), list(tokens), args, ap)
+        write_best_structure(os.path.join(folder, BEST_STRUCTURE_NAME), list(tokens), args, ap)
         write_paddledet_override(os.path.join(folder, 'best_paddledet.yml'), list(tokens), args, ap, cfg)
         rows.append(dict({k: row.get(k) for k in PARETO_FIELDS}, tokens=tokens, ap=ap,
                          folder=os.path.relpath(folder, save_dir)))
-    write_csv(os.path.join(save_dir, 'pareto.csv'), PARETO_FIELDS, rows)
+    write_csv(os.path.join(save_dir, PARETO_NAME), PARETO_FIELDS, rows)
     return rows
 
 
@@ -286,13 +287,13 @@ def write_report(save_dir, setup, strategy, ranked=()):
     if tokens is not None:
         tokens = list(tokens)
         args = searched_args(setup.pricer, tokens)
-        outputs['best structure'] = os.path.join(save_dir, 'best_structure.yml')
+        outputs['best structure'] = os.path.join(save_dir, BEST_STRUCTURE_NAME)
         write_best_structure(outputs['best structure'], tokens, args, reward, winner)
         paddledet = os.path.join(save_dir, 'best_paddledet.yml')
         if write_paddledet_override(paddledet, tokens, args, reward, setup.cfg):
             outputs['for PaddleDetection 2.x'] = paddledet
         front = pareto_front([p[:2] for p in points])
-        outputs['pareto front'] = os.path.join(save_dir, 'pareto.csv')
+        outputs['pareto front'] = os.path.join(save_dir, PARETO_NAME)
         front_rows = write_front(save_dir, points, front, metric, setup.pricer, setup.cfg)
         outputs['pareto plot'] = os.path.join(save_dir, 'search_pareto.png')
         plot_pareto(outputs['pareto plot'], points, front, metric, tokens)
@@ -300,7 +301,6 @@ def write_report(save_dir, setup, strategy, ranked=()):
         logger.info('All steps end, the best BlazeFace-NAS structure is (tokens %s, AP %.4f):', tokens, reward)
         print(structure_block(args), flush=True)
         _log_front(front_rows, metric)
-    strategy.close()
     for name, path in outputs.items():
         print('{}: {}'.format(name, path), flush=True)
     return tokens, reward

@@ -18,6 +18,7 @@ import numpy as np
 
 from ppdet.slim.nas.files import write_csv
 from ppdet.slim.nas.tokens import Tokens
+from ppdet.slim.nas.vocabulary import setting
 
 __all__ = ['RerankPlan', 'Ranked', 'top_candidates', 'rerank_jobs', 'rank', 'write_rerank_csv']
 
@@ -36,7 +37,7 @@ class RerankPlan:
 
     @classmethod
     def from_config(cls, cfg):
-        scored = cfg.get('evaluator', 'train') == 'supernet'
+        scored = setting(cfg, 'evaluator') == 'supernet'
         return cls(int(cfg.get('rerank_top_k', SUPERNET_RERANK if scored else 0)), int(cfg.get('rerank_seeds', 2)),
                    not scored)
 

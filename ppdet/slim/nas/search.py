@@ -21,18 +21,17 @@ import time
 
 from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.candidate import CandidateTrainer, PruningCheck, select_device
-from ppdet.slim.nas.controller import ControllerGone
 from ppdet.slim.nas.distributed import Ranks
 from ppdet.slim.nas.files import SaveError
 from ppdet.slim.nas.inherit import Parent, parent_weights
 from ppdet.slim.nas.preflight import check_search_inputs
 from ppdet.slim.nas.report import write_report
 from ppdet.slim.nas.rerank import RerankPlan, rank, rerank_jobs, write_rerank_csv
-from ppdet.slim.nas.strategies import make_strategy, prune_interval, setting
-from ppdet.slim.nas.strategies.study import SearchExhausted
-from ppdet.slim.nas.supernet import (SUPERNET_DIR, SupernetScorer, SupernetSettings, load_supernet, train_supernet,
+from ppdet.slim.nas.strategies import StrategyError, make_strategy, prune_interval
+from ppdet.slim.nas.supernet import (SupernetScorer, SupernetSettings, load_supernet, train_supernet,
                                      weight_dirs)
 from ppdet.slim.nas.tokens import Tokens
+from ppdet.slim.nas.vocabulary import RERANK_NAME, SUPERNET_DIR, Status, candidate_dir, setting
 from ppdet.utils.stats import eta_string
 
 __all__ = ['NasSearch', 'SearchError']
@@ -56,20 +55,20 @@ class NasSearch:
         cfg = setup.cfg
         self.setup, self.cfg = setup, cfg
         self.ranks = ranks or Ranks.from_env()
-        self.save_dir = cfg.get('save_dir', 'nas_checkpoint')
-        self.search_steps = int(cfg.get('search_steps', 300))
-        self.max_skips = int(cfg.get('max_consecutive_skips', 10000))
-        self.inherit = bool(cfg.get('inherit_weights', False))
+        self.save_dir = setting(cfg, 'save_dir')
+        self.search_steps = int(setting(cfg, 'search_steps'))
+        self.max_skips = int(setting(cfg, 'max_consecutive_skips'))
+        self.inherit = bool(setting(cfg, 'inherit_weights'))
         self.rerank_plan = RerankPlan.from_config(cfg)
         self.prune_interval = prune_interval(cfg)
         if setting(cfg, 'pruner') != 'none' and self.ranks.world_size > 1:
             raise ConfigError('pruner {} stops a candidate on rank 0 only; with a multi-process launch set pruner: '
                               'none'.format(setting(cfg, 'pruner')))
-        self.trainer = CandidateTrainer(cfg, device or select_device(cfg.get('use_gpu', False)), fp16, loss_scale,
-                                        seed=int(cfg.get('seed', 0)), ranks=self.ranks)
+        self.trainer = CandidateTrainer(cfg, device or select_device(setting(cfg, 'use_gpu')), fp16, loss_scale,
+                                        seed=int(setting(cfg, 'seed')), ranks=self.ranks)
         self.scorer = None  # evaluator: supernet, once prepare_supernet has loaded or trained it
         self.supernet_dirs = weight_dirs(cfg.get('supernet_weights'))
-        if cfg.get('evaluator', 'train') == 'supernet' and self.supernet_dirs:
+        if setting(cfg, 'evaluator') == 'supernet' and self.supernet_dirs:
             self.prepare_supernet()  # weights of another space are one line before a controller or study starts
         self.strategy = None
         if self.ranks.is_main:  # storage and controller problems are one line before any network is built
@@ -79,7 +78,7 @@ class NasSearch:
         """With ``evaluator: supernet``: load ``supernet_weights`` (one directory or several, whose scores are
         averaged), else train the supernet (every rank) in save_dir/supernet, going on from its checkpoint; returns
         the directories (empty with ``evaluator: train``)."""
-        if self.cfg.get('evaluator', 'train') != 'supernet' or self.scorer is not None:
+        if setting(self.cfg, 'evaluator') != 'supernet' or self.scorer is not None:
             return self.supernet_dirs
         settings = SupernetSettings.from_config(self.cfg)
         if self.supernet_dirs:
@@ -105,21 +104,13 @@ class NasSearch:
                 ranked = self._rerank(report)
             finally:
                 self.ranks.broadcast(None)  # releases the other ranks
-            if not report:
-                self.strategy.close()
-                return None, None
-            return self.report(ranked)
-        except ControllerGone as e:
-            history = getattr(self.strategy, 'history', None)
-            raise SearchError('{}; this client stops, its history is in {} (resume it with -r {})'.format(
-                e, history.path if history else self.save_dir, self.save_dir)) from None
-        except (SaveError, SearchExhausted) as e:
+            best = write_report(self.save_dir, self.setup, self.strategy, ranked) if report else (None, None)
+        except StrategyError as e:
+            raise SearchError(self.strategy.explain(e)) from None
+        except SaveError as e:
             raise SearchError(str(e)) from None
-
-    def report(self, ranked=()):
-        """The report files, the structure block (of ``ranked[0]``, the re-ranked winner, if any) and the output
-        paths; returns (best tokens, best AP)."""
-        return write_report(self.save_dir, self.setup, self.strategy, ranked)
+        self.strategy.close()
+        return best
 
     def _search(self):
         start, done_before, skips = time.time(), self.strategy.progress(), 0
@@ -128,7 +119,7 @@ class NasSearch:
             if job is None:
                 return
             row = self._price(job.tokens)
-            if row['status'] != 'priced':
+            if row['status'] != Status.PRICED:
                 skips += 1
                 self.strategy.skip(job, row)
                 if skips >= self.max_skips:
@@ -157,10 +148,10 @@ class NasSearch:
     def _price(self, tokens):
         price, constraint = self.setup.pricer.price(list(tokens)), self.setup.constraint
         admitted = constraint.admits(price)
-        status = 'priced' if admitted else ('unpriced' if admitted is None else 'skipped')
+        status = Status.PRICED if admitted else (Status.UNPRICED if admitted is None else Status.SKIPPED)
         row = {'tokens': tokens, 'status': status, 'flops': price.flops, 'params': price.params,
                'latency_us': price.latency_us}
-        if status != 'priced':
+        if status != Status.PRICED:
             logger.info('candidate %s %s: %s %s (bounds %s..%s)%s', list(tokens), status, constraint.metric,
                         constraint.value(price), constraint.lower_bound, constraint.max_constraint,
                         '; missing table keys: {}'.format(', '.join(price.unpriced[:3])) if price.unpriced else '')
@@ -171,8 +162,8 @@ class NasSearch:
                     self.search_steps, list(job.tokens))
         if self.scorer is not None:
             score = self.scorer.score(job.tokens)
-            return {'status': 'trained', 'ap': score.ap, 'train_seconds': score.seconds}
-        out_dir = os.path.join(self.save_dir, 'candidates', '{:04d}_{}'.format(job.step, job.tokens.folder))
+            return {'status': Status.TRAINED, 'ap': score.ap, 'train_seconds': score.seconds}
+        out_dir = candidate_dir(self.save_dir, job.step, job.tokens)
         result = self.train_candidate(job.tokens, out_dir, parent=self._parent(job), check=self._pruning_check(job))
         return {'status': result.status, 'ap': result.ap, 'train_seconds': result.train_seconds}
 
@@ -206,7 +197,7 @@ class NasSearch:
         best_tokens, best_ap = self.strategy.best()
         pace = elapsed / max(done - done_before, 1)
         latency = '-' if row['latency_us'] is None else '{:.0f}us'.format(row['latency_us'])
-        status = 'scored' if self.scorer is not None and row['status'] == 'trained' else row['status']
+        status = Status.SCORED if self.scorer is not None and row['status'] == Status.TRAINED else row['status']
         logger.info('search step %d/%d | tokens %s | flops %.1fM | latency %s | AP %.4f (%s) | best %.4f %s | '
                     'search eta %s', done, self.search_steps, list(row['tokens']), row['flops'] / 1e6, latency,
                     row['ap'], status, best_ap, list(best_tokens),
@@ -234,7 +225,7 @@ class NasSearch:
             time.sleep(BOARD_POLL)
             self._take_jobs(board)
         results = board.results()
-        write_rerank_csv(os.path.join(self.save_dir, 'rerank.csv'), results)
+        write_rerank_csv(os.path.join(self.save_dir, RERANK_NAME), results)
         return rank(self.strategy.rewards(), self.rerank_plan, self.trainer.seed, results)
 
     def _take_jobs(self, board):

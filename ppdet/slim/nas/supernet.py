@@ -42,14 +42,14 @@ from ppdet.modeling.ops import PRIOR_VARIANCES
 from ppdet.slim.nas.candidate import build_blazeface
 from ppdet.slim.nas.files import atomic_save, atomic_write
 from ppdet.slim.nas.inherit import plan_layers, plan_names
+from ppdet.slim.nas.vocabulary import setting
 
 __all__ = ['SupernetSettings', 'Supernet', 'SupernetError', 'SlicedConv', 'train_supernet', 'load_supernet',
-           'SupernetScorer', 'EVALUATORS', 'WEIGHTS', 'META', 'CHECKPOINT', 'SUPERNET_DIR', 'weight_dirs']
+           'SupernetScorer', 'EVALUATORS', 'WEIGHTS', 'META', 'CHECKPOINT', 'weight_dirs']
 
 logger = logging.getLogger(__name__)
 EVALUATORS = ('train', 'supernet')   # ``evaluator``: what a search step does with a candidate
 WEIGHTS, META, CHECKPOINT = 'supernet.pdparams', 'supernet.json', 'checkpoint'
-SUPERNET_DIR = 'supernet'  # a search's own supernet: save_dir/supernet
 # the supernet's keys and their defaults; supernet_iters defaults to SUPERNET_ITERS_PER_CANDIDATE x max_iters
 SUPERNET_DEFAULTS = {'supernet_random': 2, 'supernet_distill': 0.0, 'supernet_calib_batches': 20,
                      'supernet_snapshot_iters': 100, 'supernet_sample': 'uniform'}
@@ -78,7 +78,7 @@ class SupernetSettings:
         """The settings, each checked (a one-line ConfigError naming the key)."""
         values = dict(SUPERNET_DEFAULTS, **{k: cfg[k] for k in SUPERNET_DEFAULTS if k in cfg})
         values['supernet_iters'] = cfg.get('supernet_iters',
-                                           SUPERNET_ITERS_PER_CANDIDATE * int(cfg.get('max_iters', 5000)))
+                                           SUPERNET_ITERS_PER_CANDIDATE * int(setting(cfg, 'max_iters')))
         for key in ('supernet_iters', 'supernet_calib_batches', 'supernet_snapshot_iters', 'supernet_random'):
             low = 0 if key == 'supernet_random' else 1
             if isinstance(values[key], bool) or not isinstance(values[key], int) or values[key] < low:

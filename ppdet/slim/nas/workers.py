@@ -16,6 +16,7 @@ by the host's report.
   (it takes over its history and name), up to ``MAX_RESTARTS`` times, and what it had in flight is handed out
   again at once; Ctrl-C or SIGTERM on the driver stops them all (SIGTERM, then SIGKILL after ``STOP_GRACE`` s).
 """
+import dataclasses
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.files import SaveError
 from ppdet.slim.nas.search import NasSearch, SearchError
+from ppdet.slim.nas.vocabulary import setting
 from ppdet.utils.processes import EXIT_ORPHANED
 
 __all__ = ['WorkerSlot', 'WorkerPlan', 'plan_workers', 'parse_worker_count', 'parse_gpu_ids', 'reader_overrides',
@@ -264,7 +266,7 @@ def resolve_plan(cfg: dict, workers_flag: Optional[str], gpus_flag: Optional[str
     value = workers_flag if workers_flag is not None else cfg.get('workers', AUTO if gpus_flag else 1)
     requested = parse_worker_count(value, source)
     if workers_flag is not None or gpus_flag is not None or requested != 1:
-        if not cfg.get('is_server', True):
+        if not setting(cfg, 'is_server'):
             raise ConfigError('{} {}: this config joins another host\'s search (is_server: false); local workers '
                               'are started by the host: drop {} here, or set is_server: true'.format(
                                   source, value, source.split()[0]))
@@ -272,7 +274,7 @@ def resolve_plan(cfg: dict, workers_flag: Optional[str], gpus_flag: Optional[str
             raise ConfigError('{} {}: under paddle.distributed.launch each candidate already uses every rank; choose '
                               'one: --workers (candidates side by side) or the launcher (one candidate on all '
                               'devices)'.format(source, value))
-    return plan_workers(requested, bool(cfg.get('use_gpu', False)), _visible_gpus(), _cores(),
+    return plan_workers(requested, bool(setting(cfg, 'use_gpu')), _visible_gpus(), _cores(),
                         parse_gpu_ids(gpus_flag) if gpus_flag is not None else None,
                         os.environ.get('CUDA_VISIBLE_DEVICES'))
 
@@ -300,9 +302,12 @@ def run_search(setup, plan: WorkerPlan, config: str, overrides: dict, resume_dir
 
     The host's controller listens (a port in use is a one-line error) before any child starts."""
     caps = reader_overrides(setup.cfg, plan.slots[0].data_workers) if plan.count > 1 else {}
-    for key, value in caps.items():  # the host's own readers; the children get them as -o
-        section, name = key.split('.')
-        setup.cfg[section][name] = value
+    if caps:  # the host's own readers, in a copy of the caller's config; the children get them as -o
+        cfg = dict(setup.cfg)
+        for key, value in caps.items():
+            section, name = key.split('.')
+            cfg[section] = dict(cfg[section], **{name: value})
+        setup = dataclasses.replace(setup, cfg=cfg)
     if plan.count > 1:
         logger.info('%s', plan.describe())
     search = NasSearch(setup, resume_dir, fp16, loss_scale, device=plan.slots[0].device)

@@ -12,30 +12,27 @@ constraint or unpriced: no training, no step) or ``claim``s it, trains it and ``
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ppdet.slim.nas.files import REWARDED
 from ppdet.slim.nas.tokens import Tokens
+from ppdet.slim.nas.vocabulary import REWARDED, setting
 
-__all__ = ['Job', 'Strategy', 'STRATEGIES', 'PRUNERS', 'PRUNING_STRATEGIES', 'SETTING_DEFAULTS', 'setting',
-           'prune_interval', 'make_strategy']
+__all__ = ['Job', 'Strategy', 'StrategyError', 'STRATEGIES', 'PRUNERS', 'PRUNING_STRATEGIES', 'prune_interval',
+           'make_strategy']
 
 STRATEGIES = ('sanas', 'random', 'evolution', 'tpe', 'nsga2', 'largest')
 # early stopping of poor candidates (Optuna's pruners), for the single-objective study strategies
 PRUNERS = ('none', 'median', 'successive_halving', 'hyperband')
 PRUNING_STRATEGIES = ('random', 'evolution', 'tpe')
-# strategy settings (config keys) and their defaults
-SETTING_DEFAULTS = {'study_name': 'blazeface-nas', 'population_size': 20, 'tournament_size': 5,
-                    'tpe_startup_trials': 10, 'heartbeat_interval': 10, 'heartbeat_grace': 60, 'pruner': 'none',
-                    'largest_sample': 2000, 'warm_start': 0}
-
-
-def setting(cfg, key):
-    return cfg.get(key, SETTING_DEFAULTS[key])
 
 
 def prune_interval(cfg):
     """Iterations between a pruned search's intermediate evaluations: ``prune_interval``, else a third of
     ``max_iters`` (two looks before the end)."""
-    return int(cfg.get('prune_interval', max(int(cfg.get('max_iters', 5000)) // 3, 1)))
+    return int(cfg.get('prune_interval', max(int(setting(cfg, 'max_iters')) // 3, 1)))
+
+
+class StrategyError(RuntimeError):
+    """The strategy cannot go on (its controller is gone, or what is left of the space was trained already); the
+    search stops with ``Strategy.explain`` of it, one line."""
 
 
 @dataclass
@@ -112,17 +109,21 @@ class Strategy:
         """``-o`` keys a local worker (``--workers``) needs to join this search."""
         return {}
 
+    def explain(self, error):
+        """The line the search stops with on ``error`` (a StrategyError): what happened and what to do."""
+        return str(error)
+
     def release_dead(self):
         """A local worker died: hand out again what it had in flight, if the strategy cannot tell by itself."""
 
     def close(self):
-        pass
+        """The search loop's last word to the strategy, after the report."""
 
 
 def make_strategy(setup, save_dir, resume_dir=None, local_worker=False):
     """The strategy the config's ``strategy`` key names (checked by ``config.py``). ``local_worker``: this process
     was started by a ``--workers`` host on this machine (it shares the host's save_dir)."""
-    if setup.cfg.get('strategy', 'sanas') == 'sanas':
+    if setting(setup.cfg, 'strategy') == 'sanas':
         from ppdet.slim.nas.strategies.sanas import SanasStrategy
         return SanasStrategy(setup, save_dir, resume_dir, local_worker)
     from ppdet.slim.nas.strategies.study import StudyStrategy

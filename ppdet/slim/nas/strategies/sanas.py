@@ -17,10 +17,11 @@ import optuna
 from ppdet.slim.nas.controller import DEFAULT_CONTROLLER_WAIT, SearchController
 from ppdet.slim.nas.files import History, claim_history, dead_histories
 from ppdet.slim.nas.inherit import parent_weights
-from ppdet.slim.nas.strategies import Job, Strategy, setting
+from ppdet.slim.nas.strategies import Job, Strategy
 from ppdet.slim.nas.strategies.storage import JobBoard, default_storage_url, open_storage
 from ppdet.slim.nas.strategies.study import metric_names, param_names
 from ppdet.slim.nas.tokens import Tokens
+from ppdet.slim.nas.vocabulary import CHECKPOINT_NAME, setting
 
 __all__ = ['SanasStrategy', 'MIRROR_STUDY']
 
@@ -37,15 +38,15 @@ class SanasStrategy(Strategy):
         resume = resume_dir is not None
         self.setup, self.save_dir = setup, save_dir
         self.metric = setup.constraint.metric
-        self.is_server = bool(cfg.get('is_server', True))
+        self.is_server = bool(setting(cfg, 'is_server'))
         self.shares_save_dir = self.is_server or local_worker
-        self.max_client_wait = float(cfg.get('max_client_wait', 86400))
+        self.max_client_wait = float(setting(cfg, 'max_client_wait'))
         self.history = claim_history(save_dir, self.is_server, resume)
         self.controller = SearchController(
-            setup.space_name, setup.space, cfg.get('server_ip', ''), cfg.get('server_port', 8999), self.is_server,
-            cfg.get('init_temperature'), cfg.get('reduce_rate', 0.85), int(cfg.get('search_steps', 300)), save_dir,
+            setup.space_name, setup.space, setting(cfg, 'server_ip'), setting(cfg, 'server_port'), self.is_server,
+            cfg.get('init_temperature'), setting(cfg, 'reduce_rate'), int(setting(cfg, 'search_steps')), save_dir,
             resume_dir, self.history.owner, cfg.get('controller_wait', DEFAULT_CONTROLLER_WAIT),
-            seed=int(cfg.get('seed', 0)), client_lease=cfg.get('client_lease'))
+            seed=int(setting(cfg, 'seed')), client_lease=cfg.get('client_lease'))
         self.interval = int(setting(cfg, 'heartbeat_interval'))
         self._storage = None
         if self.is_server and not resume:
@@ -170,12 +171,16 @@ class SanasStrategy(Strategy):
     def outputs(self):
         if not self.is_server:
             return {}
-        return {'controller checkpoint': os.path.join(self.save_dir, 'sanas.checkpoints'),
+        return {'controller checkpoint': os.path.join(self.save_dir, CHECKPOINT_NAME),
                 'study {!r} (optuna-dashboard shows it)'.format(MIRROR_STUDY): default_storage_url(self.save_dir)}
 
     @property
     def posts_rerank(self):
         return self.is_server
+
+    def explain(self, error):
+        return '{}; this client stops, its history is in {} (resume it with -r {})'.format(
+            error, self.history.path, self.save_dir)
 
     def close(self):
         if self.is_server:

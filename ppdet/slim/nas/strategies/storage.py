@@ -17,12 +17,12 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.trial import TrialState
 
 from ppdet.core.workspace import ConfigError
+from ppdet.slim.nas.vocabulary import STUDY_FILE, board_param
 
-__all__ = ['STUDY_FILE', 'default_storage_url', 'shown_url', 'open_storage', 'storage_failure', 'Heartbeat',
+__all__ = ['default_storage_url', 'shown_url', 'open_storage', 'storage_failure', 'Heartbeat',
            'ask_quietly', 'fail_stale', 'fixed_params', 'JobBoard', 'MAX_RETRY']
 
 logger = logging.getLogger(__name__)
-STUDY_FILE = 'study.db'
 MAX_RETRY = 3  # a candidate whose workers died this many times is given up (the rest of the search goes on)
 SQLITE_BUSY_SECONDS = 60  # several local workers write one SQLite file: wait for its lock rather than fail
 
@@ -158,7 +158,7 @@ def ask_quietly(study):
 
 
 def board_params(tokens, seed):
-    params = {'t{}'.format(i): int(t) for i, t in enumerate(tokens)}
+    params = {board_param(i): int(t) for i, t in enumerate(tokens)}
     params['seed'] = int(seed)
     return params
 
@@ -211,7 +211,7 @@ class JobBoard:
             if fixed is None:  # another worker took the last waiting one first: this is an empty trial
                 self.study.tell(trial, state=TrialState.FAIL)
                 return None
-            tokens = [fixed['t{}'.format(i)] for i in range(len(fixed) - 1)]
+            tokens = [fixed[board_param(i)] for i in range(len(fixed) - 1)]
             return trial, tokens, fixed['seed'], Heartbeat(self.storage, trial._trial_id, self.interval)
         return None
 
@@ -238,7 +238,7 @@ class JobBoard:
         out = {}
         for t in self._trials(TrialState.COMPLETE):
             fixed = t.system_attrs.get('fixed_params', t.params)
-            tokens = tuple(fixed['t{}'.format(i)] for i in range(len(fixed) - 1))
+            tokens = tuple(fixed[board_param(i)] for i in range(len(fixed) - 1))
             out[(tokens, fixed['seed'])] = (t.value, t.user_attrs.get('train_seconds', 0.0))
         return out
 

@@ -27,13 +27,14 @@ from optuna.samplers import BaseSampler
 from optuna.trial import TrialState
 
 from ppdet.core.workspace import ConfigError
-from ppdet.slim.nas.files import HISTORY_FIELDS, HISTORY_NAME, check_resume_dir, write_csv
-from ppdet.slim.nas.strategies import STRATEGIES, Job, Strategy, prune_interval, setting
+from ppdet.slim.nas.files import HISTORY_FIELDS, check_resume_dir, write_csv
+from ppdet.slim.nas.strategies import STRATEGIES, Job, Strategy, StrategyError, prune_interval
 from ppdet.slim.nas.strategies.evolution import RegularizedEvolutionSampler
 from ppdet.slim.nas.strategies.largest import LargestFirstSampler, largest_first
 from ppdet.slim.nas.strategies.storage import (Heartbeat, JobBoard, ask_quietly, default_storage_url, fail_stale,
                                                fixed_params, open_storage, shown_url)
 from ppdet.slim.nas.tokens import Tokens
+from ppdet.slim.nas.vocabulary import CLAIMED, HISTORY_NAME, PRICED_OUT, Status, setting, study_param
 from search_space.blazefacespace_nas import TOKEN_NAMES
 
 __all__ = ['StudyStrategy', 'SearchExhausted', 'first_candidates', 'param_names', 'metric_names', 'used_step',
@@ -44,11 +45,9 @@ MAX_DUPLICATES = 1000  # proposals in a row that were trained already: the space
 SIGNATURE_WAIT = 10.0  # seconds a joining worker waits for the study's creator to record the search it is for
 CLAIM_BACKOFF = 1.0  # at most this many seconds a worker waits after giving back a step it could not claim
 POLL = 1.0  # seconds between looks at the study while every step is trained or in training
-CLAIMED = ('training', 'trained', 'failed', 'pruned')  # statuses of a trial that holds a step (while it runs)
-PRICED_OUT = ('skipped', 'unpriced')  # statuses of the PRUNED trials that were never trained (no step used)
 
 
-class SearchExhausted(RuntimeError):
+class SearchExhausted(StrategyError):
     """The strategy keeps proposing candidates already trained: nothing new is left to try."""
 
 
@@ -118,7 +117,7 @@ def metric_names(strategy, metric):
 
 
 def param_names(count):
-    return ['t{}_{}'.format(i, name) for i, name in enumerate(TOKEN_NAMES[:count])]
+    return [study_param(i, name) for i, name in enumerate(TOKEN_NAMES[:count])]
 
 
 def make_sampler(name, setup, ranges, seed):
@@ -135,7 +134,7 @@ def make_sampler(name, setup, ranges, seed):
         if name == 'largest':
             # the list from the config's seed, the same on every worker (``seed`` differs for those that join)
             ordered = largest_first(setup.pricer, setup.constraint, setting(cfg, 'largest_sample'),
-                                    int(cfg.get('seed', 0)))
+                                    int(setting(cfg, 'seed')))
             return LargestFirstSampler(param_names(len(ranges)), ranges, ordered, seed)
         return RegularizedEvolutionSampler(param_names(len(ranges)), ranges, setting(cfg, 'population_size'),
                                            setting(cfg, 'tournament_size'), seed)
@@ -161,7 +160,7 @@ def make_pruner(cfg):
     if name == 'successive_halving':
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=interval, reduction_factor=3)
     if name == 'hyperband':
-        return optuna.pruners.HyperbandPruner(min_resource=interval, max_resource=int(cfg.get('max_iters', 5000)),
+        return optuna.pruners.HyperbandPruner(min_resource=interval, max_resource=int(setting(cfg, 'max_iters')),
                                               reduction_factor=3)
     return optuna.pruners.NopPruner()
 
@@ -182,7 +181,7 @@ class StudyStrategy(Strategy):
             check_resume_dir(resume_dir)
         self.name = cfg.get('strategy')
         self.metric = setup.constraint.metric
-        self.steps = int(cfg.get('search_steps', 300))
+        self.steps = int(setting(cfg, 'search_steps'))
         self.ranges = list(setup.space.range_table())
         self.names = param_names(len(self.ranges))
         self.client = '{}_{}'.format(socket.gethostname(), os.getpid())
@@ -192,7 +191,7 @@ class StudyStrategy(Strategy):
         self.storage = open_storage(self.url, self.interval, int(setting(cfg, 'heartbeat_grace')))
         self.study_name = str(setting(cfg, 'study_name'))
         self.created = created = self._open(setup, resume_dir is not None)
-        seed = int(cfg.get('seed', 0))
+        seed = int(setting(cfg, 'seed'))
         if not created and (local_worker or self.given_storage):
             # one process alone replays a search from its seed; each worker that joins draws a stream of its own
             seed = int(np.random.SeedSequence([seed, zlib.crc32(self.client.encode())]).generate_state(1)[0])
@@ -226,7 +225,7 @@ class StudyStrategy(Strategy):
             self.study.set_user_attr('strategy', self.name)
             count = int(setting(setup.cfg, 'warm_start'))
             ordered = largest_first(setup.pricer, setup.constraint, setting(setup.cfg, 'largest_sample'),
-                                    int(setup.cfg.get('seed', 0))) if count else []
+                                    int(setting(setup.cfg, 'seed'))) if count else []
             for tokens in first_candidates(self.name, setup.space.init_tokens(), ordered, count):
                 self.study.enqueue_trial(dict(zip(self.names, tokens)))
             return True
@@ -294,7 +293,7 @@ class StudyStrategy(Strategy):
             taken = {self._tokens(t) for t in trials if used_step(t)} | {
                 self._tokens(t) for t in self._in_training(trials)}
             if tokens in taken:
-                self._give_back(trial, 'duplicate')
+                self._give_back(trial, Status.DUPLICATE)
                 continue
             self._duplicates = 0
             trial.set_user_attr('client', self.client)
@@ -305,7 +304,7 @@ class StudyStrategy(Strategy):
         """A proposal that is not trained: FAIL, so samplers ignore it and no step is used."""
         trial.set_user_attr('status', status)
         self.study.tell(trial, state=TrialState.FAIL)
-        if status == 'duplicate':
+        if status == Status.DUPLICATE:
             self._duplicates += 1
             if self._duplicates >= MAX_DUPLICATES:
                 raise SearchExhausted('{} proposals in a row were trained already: the space under the constraint '
@@ -339,7 +338,7 @@ class StudyStrategy(Strategy):
         search_steps 6, seen with 4 workers started together.) Two that see each other both give back; the random
         wait makes the next round unlikely to collide again."""
         trial, heartbeat = job.handle
-        self._record(trial, dict(row, status='training'))
+        self._record(trial, dict(row, status=Status.TRAINING))
         trials = self._trials()
         others = [t for t in self._in_training(trials) if t._trial_id != trial._trial_id]
         if sum(used_step(t) for t in trials) + len(others) < self.steps:
@@ -347,7 +346,7 @@ class StudyStrategy(Strategy):
         heartbeat.stop()
         if fixed_params(self.storage, trial) is not None:
             self.study.enqueue_trial(dict(zip(self.names, job.tokens)))
-        self._give_back(trial, 'surplus')
+        self._give_back(trial, Status.SURPLUS)
         time.sleep(self._backoff.uniform(0, CLAIM_BACKOFF))
         return False
 
@@ -357,7 +356,7 @@ class StudyStrategy(Strategy):
         self._record(trial, row)
         values = [row['ap'], row[self.metric]] if self.name == 'nsga2' else row['ap']
         try:
-            if row['status'] == 'pruned':
+            if row['status'] == Status.PRUNED:
                 self.study.tell(trial, state=TrialState.PRUNED)
             else:
                 self.study.tell(trial, values)
@@ -386,7 +385,7 @@ class StudyStrategy(Strategy):
             if t.state == TrialState.FAIL and status not in PRICED_OUT:
                 continue
             row = {k: t.user_attrs.get(k) for k in HISTORY_FIELDS}
-            row.update(step=t.number + 1, tokens=self._tokens(t).csv, status=status or 'trained')
+            row.update(step=t.number + 1, tokens=self._tokens(t).csv, status=status or Status.TRAINED)
             if t.state == TrialState.COMPLETE:
                 row['ap'] = t.values[0]
             rows.append(row)
@@ -413,10 +412,10 @@ def init_storage(setup):
     start (Optuna's own advice for many workers, optuna/optuna#1092; the workers also cope without it). Returns
     the line to print."""
     cfg = setup.cfg
-    if cfg.get('strategy', 'sanas') == 'sanas' or not cfg.get('storage'):
+    if setting(cfg, 'strategy') == 'sanas' or not cfg.get('storage'):
         raise ConfigError('--init-storage prepares the database of a search on many machines: set strategy to one '
                           'of {} and storage=postgresql://user:password@host/db'.format(', '.join(STRATEGIES[1:])))
-    strategy = StudyStrategy(setup, cfg.get('save_dir', 'nas_checkpoint'))
+    strategy = StudyStrategy(setup, setting(cfg, 'save_dir'))
     try:
         return 'storage {}: study {!r} {}; start the workers with the same command without --init-storage'.format(
             shown_url(strategy.url), strategy.study_name, 'created' if strategy.created else 'was already there')
