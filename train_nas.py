@@ -18,7 +18,7 @@ quiet_libraries()  # before paddle is imported (glog reads its level then)
 
 from ppdet.core.cli import ArgsParser, run_cli  # noqa: E402
 from ppdet.slim.nas.config import load_search_config  # noqa: E402
-from ppdet.slim.nas.search import NasSearch, SearchError  # noqa: E402
+from ppdet.slim.nas.search import SearchError, build_search  # noqa: E402
 from ppdet.slim.nas.strategies.study import init_storage  # noqa: E402
 from ppdet.slim.nas.workers import resolve_plan, run_search  # noqa: E402
 from ppdet.utils.processes import die_with_parent  # noqa: E402
@@ -61,7 +61,7 @@ def main(argv=None):
         return
     try:
         if args.worker_of is not None:
-            NasSearch(setup, args.resume_checkpoint, args.fp16, args.loss_scale, local_worker=True).run(report=False)
+            build_search(setup, args.resume_checkpoint, args.fp16, args.loss_scale, local_worker=True).run(report=False)
             return
         plan = resolve_plan(setup.cfg, args.workers, args.gpus)
         if plan.count > 1:

@@ -244,7 +244,7 @@ def search_overhead(quick):
     """Wall time per search step outside training and evaluation, from a real search on the demo config
     (demo.yml: 128x128, batch 16, 120 iterations per candidate, FLOPs constraint), vs a demo step's duration."""
     from ppdet.slim.nas.config import load_search_config
-    from ppdet.slim.nas.search import NasSearch
+    from ppdet.slim.nas.search import build_search
     data_dir = dataset('demo', 400, 60, 160)
     work = tempfile.mkdtemp(prefix='overhead_', dir=WORK)
     steps, iters, demo_iters = (2, 20, 120) if quick else (3, 120, 120)
@@ -252,7 +252,7 @@ def search_overhead(quick):
                  'max_iters': iters, 'log_iter': 10 ** 9, 'TrainReader.dataset.dataset_dir': data_dir,
                  'EvalReader.dataset.dataset_dir': data_dir}
     setup = load_search_config(os.path.join(REPO, 'demo.yml'), overrides)
-    search = NasSearch(setup)
+    search = build_search(setup)
     train_s, eval_s, finish_s, stamps, starts = [], [], [], [], []
     train = search.trainer.train
 
@@ -262,7 +262,7 @@ def search_overhead(quick):
     search.trainer.train = marked
     _wrap(search.trainer, 'train', train_s)
     _wrap(search.trainer, 'evaluate', eval_s)
-    _wrap(search, 'report', finish_s)
+    _wrap(search, 'write_report', finish_s)
     step = search.trainer._step
 
     def stamped(*args, **kwargs):

@@ -91,18 +91,16 @@ def search_setup(strategy, budget, repeat, save_dir, limit, config, overrides=No
     return load_setup(config, DEFAULT_TABLE, dict(values, **(overrides or {})))
 
 
-def surrogate_search(surrogate, stream):
-    """NasSearch whose trainings are surrogate draws (no network is built): the strategy, pricing, skipping,
-    re-ranking and report are the product's."""
+def surrogate_search(surrogate, stream, setup):
+    """The product's search (``build_search``) whose trainings are surrogate draws (no network is built): the
+    strategy, pricing, skipping, re-ranking and report are the product's."""
     from ppdet.slim.nas.candidate import CandidateResult
-    from ppdet.slim.nas.search import NasSearch
+    from ppdet.slim.nas.search import build_search
+    from ppdet.slim.nas.vocabulary import Status
 
-    class SurrogateSearch(NasSearch):
-        def train_candidate(self, tokens, out_dir, seed=None, parent=None, check=None):
-            seed = self.trainer.seed if seed is None else seed
-            return CandidateResult('trained', surrogate.draw(tokens, seed, stream, self.setup.space), 0.0)
-
-    return SurrogateSearch
+    def draw(tokens, out_dir, seed, parent, check):
+        return CandidateResult(Status.TRAINED, surrogate.draw(tokens, seed, stream, setup.space), 0.0)
+    return build_search(setup, train=draw)
 
 
 class Reference:
@@ -156,7 +154,7 @@ def run_one(strategy, budget, repeat, surrogate, reference, config, overrides=No
     save_dir = tempfile.mkdtemp(prefix='strategy_quality_', dir=SCRATCH)
     try:
         setup = search_setup(strategy, budget, repeat, save_dir, reference.limit, config, overrides)
-        search = surrogate_search(surrogate, repeat)(setup)
+        search = surrogate_search(surrogate, repeat, setup)
         with contextlib.redirect_stdout(io.StringIO()):  # the structure block and output paths
             tokens, _ = search.run()
         pick = tuple(int(t) for t in tokens)

@@ -382,14 +382,9 @@ def test_a_warm_start_that_cannot_work_is_one_line(tmp_path, dataset, values, sa
 def _fixed_reward_search(setup):
     """The search loop with a reward that is a fixed function of the tokens: no network is trained."""
     from ppdet.slim.nas.candidate import CandidateResult
-    from ppdet.slim.nas.search import NasSearch
+    from ppdet.slim.nas.search import build_search
     from ppdet.slim.nas.vocabulary import Status
-
-    class FixedReward(NasSearch):
-        def train_candidate(self, tokens, out_dir, seed=None, parent=None, check=None):
-            return CandidateResult(Status.TRAINED, sum(tokens) / 100, 0.0)
-
-    return FixedReward(setup)
+    return build_search(setup, train=lambda tokens, *_: CandidateResult(Status.TRAINED, sum(tokens) / 100, 0.0))
 
 
 def test_near_limit_trains_only_candidates_close_to_the_limit(tmp_path, dataset):

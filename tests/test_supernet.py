@@ -191,11 +191,11 @@ def test_a_supernet_setting_that_cannot_work_is_one_line(tmp_path, dataset, valu
 def test_weights_of_another_space_are_refused_before_the_search_starts(tmp_path, dataset, trained):
     """The trained supernet has both kernel paths; a latency search's 3x3-only space has other layers: one line,
     raised while the search is set up, before its strategy (a controller, a study) exists."""
-    from ppdet.slim.nas.search import NasSearch
+    from ppdet.slim.nas.search import build_search
     config = tiny_config(tmp_path, dataset, evaluator='supernet', supernet_weights=trained,
                          search_space='BlazeFaceNasSpace3x3')
     with pytest.raises(ConfigError) as error:
-        NasSearch(load_search_config(config))
+        build_search(load_search_config(config))
     assert 'it was trained for BlazeFaceNasSpace, this config searches BlazeFaceNasSpace3x3' in str(error.value)
     assert not [n for n in os.listdir(str(tmp_path / 'out')) if n.startswith(('sanas', 'study'))]
 

@@ -34,7 +34,7 @@ from ppdet.slim.nas.tokens import Tokens
 from ppdet.slim.nas.vocabulary import RERANK_NAME, SUPERNET_DIR, Status, candidate_dir, setting
 from ppdet.utils.stats import eta_string
 
-__all__ = ['NasSearch', 'SearchError']
+__all__ = ['NasSearch', 'SearchError', 'build_search']
 
 logger = logging.getLogger(__name__)
 BOARD_POLL = 1.0  # seconds between looks at re-ranking jobs other workers are training
@@ -44,35 +44,52 @@ class SearchError(RuntimeError):
     """The search cannot go on (the constraint rejects everything it samples, or the controller is gone)."""
 
 
+def build_search(setup, resume_dir=None, fp16=False, loss_scale=8.0, ranks=None, device=None, local_worker=False,
+                 train=None, report=write_report):
+    """The search loop and its parts, from a checked config: a ``CandidateTrainer``, the strategy the config names
+    (on the main rank only), and ``train``, one training of a candidate (by default the trainer's; a benchmark or a
+    test gives a function of the tokens instead). Mistakes (inputs, storage, controller, supernet weights of
+    another space) are one line, raised here before any network is built.
+
+    ``device``: where candidates train ('cpu', 'gpu', 'gpu:2'); by default from ``use_gpu``. ``local_worker``:
+    started by a ``--workers`` host on this machine (shares its save_dir). ``report``: ``write_report`` or one
+    with its signature."""
+    check_search_inputs(setup)  # before the controller listens or anything is built
+    if setup.note and not local_worker:  # the host has said it for this machine's workers
+        logger.info('%s', setup.note)
+    cfg = setup.cfg
+    ranks = ranks or Ranks.from_env()
+    if setting(cfg, 'pruner') != 'none' and ranks.world_size > 1:
+        raise ConfigError('pruner {} stops a candidate on rank 0 only; with a multi-process launch set pruner: '
+                          'none'.format(setting(cfg, 'pruner')))
+    trainer = CandidateTrainer(cfg, device or select_device(setting(cfg, 'use_gpu')), fp16, loss_scale,
+                               seed=int(setting(cfg, 'seed')), ranks=ranks)
+    search = NasSearch(setup, trainer, ranks, train, report)
+    if setting(cfg, 'evaluator') == 'supernet' and search.supernet_dirs:
+        search.prepare_supernet()  # weights of another space are one line before a controller or study starts
+    if ranks.is_main:  # storage and controller problems are one line before any network is built
+        search.strategy = make_strategy(setup, search.save_dir, resume_dir, local_worker)
+    return search
+
+
 class NasSearch:
-    def __init__(self, setup, resume_dir=None, fp16=False, loss_scale=8.0, ranks=None, device=None,
-                 local_worker=False):
-        """``device``: where candidates train ('cpu', 'gpu', 'gpu:2'); by default from ``use_gpu``.
-        ``local_worker``: started by a ``--workers`` host on this machine (shares its save_dir)."""
-        check_search_inputs(setup)  # before the controller listens or anything is built
-        if setup.note and not local_worker:  # the host has said it for this machine's workers
-            logger.info('%s', setup.note)
+    """The one search loop, given its parts (``build_search`` makes them): it asks the strategy for candidates,
+    prices them, trains (``train``) or scores the admitted ones, tells the rewards, re-ranks, reports, and closes
+    the strategy."""
+
+    def __init__(self, setup, trainer, ranks, train=None, report=write_report, strategy=None):
         cfg = setup.cfg
-        self.setup, self.cfg = setup, cfg
-        self.ranks = ranks or Ranks.from_env()
+        self.setup, self.cfg, self.trainer, self.ranks, self.strategy = setup, cfg, trainer, ranks, strategy
+        self.train = train or self._train_with_trainer
+        self.write_report = report
         self.save_dir = setting(cfg, 'save_dir')
         self.search_steps = int(setting(cfg, 'search_steps'))
         self.max_skips = int(setting(cfg, 'max_consecutive_skips'))
         self.inherit = bool(setting(cfg, 'inherit_weights'))
         self.rerank_plan = RerankPlan.from_config(cfg)
         self.prune_interval = prune_interval(cfg)
-        if setting(cfg, 'pruner') != 'none' and self.ranks.world_size > 1:
-            raise ConfigError('pruner {} stops a candidate on rank 0 only; with a multi-process launch set pruner: '
-                              'none'.format(setting(cfg, 'pruner')))
-        self.trainer = CandidateTrainer(cfg, device or select_device(setting(cfg, 'use_gpu')), fp16, loss_scale,
-                                        seed=int(setting(cfg, 'seed')), ranks=self.ranks)
         self.scorer = None  # evaluator: supernet, once prepare_supernet has loaded or trained it
         self.supernet_dirs = weight_dirs(cfg.get('supernet_weights'))
-        if setting(cfg, 'evaluator') == 'supernet' and self.supernet_dirs:
-            self.prepare_supernet()  # weights of another space are one line before a controller or study starts
-        self.strategy = None
-        if self.ranks.is_main:  # storage and controller problems are one line before any network is built
-            self.strategy = make_strategy(setup, self.save_dir, resume_dir, local_worker)
 
     def prepare_supernet(self):
         """With ``evaluator: supernet``: load ``supernet_weights`` (one directory or several, whose scores are
@@ -104,7 +121,7 @@ class NasSearch:
                 ranked = self._rerank(report)
             finally:
                 self.ranks.broadcast(None)  # releases the other ranks
-            best = write_report(self.save_dir, self.setup, self.strategy, ranked) if report else (None, None)
+            best = self.write_report(self.save_dir, self.setup, self.strategy, ranked) if report else (None, None)
         except StrategyError as e:
             raise SearchError(self.strategy.explain(e)) from None
         except SaveError as e:
@@ -168,9 +185,11 @@ class NasSearch:
         return {'status': result.status, 'ap': result.ap, 'train_seconds': result.train_seconds}
 
     def train_candidate(self, tokens, out_dir, seed=None, parent=None, check=None):
-        """One training of ``tokens`` (a search step, a re-ranking job, a follower rank's share): a
-        ``CandidateResult``. bench/strategy_quality.py overrides it with a surrogate's draw, to measure the
-        strategies through this same loop at budgets real trainings cannot afford."""
+        """One training of ``tokens`` (a search step, a re-ranking job, a follower rank's share) with ``seed`` (the
+        config's by default): a ``CandidateResult``."""
+        return self.train(tokens, out_dir, self.trainer.seed if seed is None else seed, parent, check)
+
+    def _train_with_trainer(self, tokens, out_dir, seed, parent, check):
         return self.trainer.candidate(self.setup.pricer.blazenet_kwargs(list(tokens)), out_dir, seed, parent, check)
 
     def _pruning_check(self, job):

@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.files import SaveError
-from ppdet.slim.nas.search import NasSearch, SearchError
+from ppdet.slim.nas.search import SearchError, build_search
 from ppdet.slim.nas.vocabulary import setting
 from ppdet.utils.processes import EXIT_ORPHANED
 
@@ -310,7 +310,7 @@ def run_search(setup, plan: WorkerPlan, config: str, overrides: dict, resume_dir
         setup = dataclasses.replace(setup, cfg=cfg)
     if plan.count > 1:
         logger.info('%s', plan.describe())
-    search = NasSearch(setup, resume_dir, fp16, loss_scale, device=plan.slots[0].device)
+    search = build_search(setup, resume_dir, fp16, loss_scale, device=plan.slots[0].device)
     if plan.count == 1:
         return search.run()
     save_dir = os.path.abspath(search.save_dir)
