@@ -168,7 +168,7 @@ def write_summary(path, setup, pool, near_count):
             'nearest admitted candidate not trained yet. Cell: mean judged AP of the pick ± sd; the best judged AP in '
             'the pool is {:.4f} on average over the two judges, and every candidate\'s mean is {:.4f}. `largest` is '
             'deterministic here (its list is the pool), so its spread is only the two directions\'.')
-    lines = ['### On the ground truth itself (no model)', '', text.format(
+    lines = ['## Strategies on the ground truth itself (no model; issue 28)', '', text.format(
         near_count, sum(r['seconds'] for r in rows) / 60, len(pool.tokens), demo_limit(setup), best,
         np.mean([np.mean(list(a.values())) for a in pool.aps.values()])), '']
     lines += markdown(summarize(rows), len(pool.tokens)) + ['']

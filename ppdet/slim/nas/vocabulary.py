@@ -8,7 +8,8 @@ import os
 
 __all__ = ['Status', 'HISTORY_STATUSES', 'REWARDED', 'PRICED_OUT', 'CLAIMED', 'HISTORY_NAME', 'CHECKPOINT_NAME',
            'STUDY_FILE', 'SUPERNET_DIR', 'CANDIDATES_DIR', 'WEIGHTS_NAME', 'RERANK_NAME', 'PARETO_NAME',
-           'BEST_STRUCTURE_NAME', 'candidate_dir', 'candidate_weights', 'study_param', 'board_param', 'DEFAULTS', 'setting']
+           'BEST_STRUCTURE_NAME', 'candidate_dir', 'candidate_weights', 'study_param', 'board_param', 'DEFAULTS',
+           'setting']
 
 
 class Status(enum.StrEnum):
