@@ -144,7 +144,7 @@ def summarize(rows):
     return {k: (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in table.items()}
 
 
-def markdown(summary, pool_size):
+def markdown(summary):
     labels = sorted({k[0] for k in summary}, key=lambda s: (s != 'largest', s))
     budgets = sorted({k[1] for k in summary})
     lines = ['| strategy | ' + ' | '.join('{} trainings'.format(b) for b in budgets) + ' |',
@@ -171,7 +171,7 @@ def write_summary(path, setup, pool, near_count):
     lines = ['## Strategies on the ground truth itself (no model; issue 28)', '', text.format(
         near_count, sum(r['seconds'] for r in rows) / 60, len(pool.tokens), demo_limit(setup), best,
         np.mean([np.mean(list(a.values())) for a in pool.aps.values()])), '']
-    lines += markdown(summarize(rows), len(pool.tokens)) + ['']
+    lines += markdown(summarize(rows)) + ['']
     write_section(DOCUMENT, 'ground_truth_search', '\n'.join(lines))
     return '\n'.join(lines)
 

@@ -45,8 +45,8 @@ from paddleslim.common import ControllerServer, SAController
 from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.files import SaveError, atomic_write, check_resume_dir, line_of
 from ppdet.slim.nas.strategies import StrategyError
-from ppdet.slim.nas.vocabulary import CHECKPOINT_NAME
 from ppdet.slim.nas.tokens import Tokens
+from ppdet.slim.nas.vocabulary import CHECKPOINT_NAME
 
 __all__ = ['SearchController', 'ControllerGone', 'resolve_server_ip', 'DEFAULT_CONTROLLER_WAIT',
            'lease_seconds']

@@ -77,9 +77,10 @@ class NasSearch:
     prices them, trains (``train``) or scores the admitted ones, tells the rewards, re-ranks, reports, and closes
     the strategy."""
 
-    def __init__(self, setup, trainer, ranks, train=None, report=write_report, strategy=None):
+    def __init__(self, setup, trainer, ranks, train=None, report=write_report):
         cfg = setup.cfg
-        self.setup, self.cfg, self.trainer, self.ranks, self.strategy = setup, cfg, trainer, ranks, strategy
+        self.setup, self.cfg, self.trainer, self.ranks = setup, cfg, trainer, ranks
+        self.strategy = None  # build_search's, on the main rank
         self.train = train or self._train_with_trainer
         self.write_report = report
         self.save_dir = setting(cfg, 'save_dir')

@@ -163,6 +163,11 @@ def board_params(tokens, seed):
     return params
 
 
+def board_tokens(params):
+    """The tokens of a re-ranking job's ``board_params``."""
+    return tuple(params[board_param(i)] for i in range(len(params) - 1))
+
+
 class JobBoard:
     """Fixed trainings (tokens, seed) any worker of a search may take: the final re-ranking, shared by every
     worker like any candidate. An Optuna study of WAITING trials: ``ask`` hands each to one worker (atomically, by
@@ -211,7 +216,7 @@ class JobBoard:
             if fixed is None:  # another worker took the last waiting one first: this is an empty trial
                 self.study.tell(trial, state=TrialState.FAIL)
                 return None
-            tokens = [fixed[board_param(i)] for i in range(len(fixed) - 1)]
+            tokens = list(board_tokens(fixed))
             return trial, tokens, fixed['seed'], Heartbeat(self.storage, trial._trial_id, self.interval)
         return None
 
@@ -238,7 +243,7 @@ class JobBoard:
         out = {}
         for t in self._trials(TrialState.COMPLETE):
             fixed = t.system_attrs.get('fixed_params', t.params)
-            tokens = tuple(fixed[board_param(i)] for i in range(len(fixed) - 1))
+            tokens = board_tokens(fixed)
             out[(tokens, fixed['seed'])] = (t.value, t.user_attrs.get('train_seconds', 0.0))
         return out
 
