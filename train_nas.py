@@ -16,8 +16,11 @@ from ppdet.utils.logs import quiet_libraries, setup_logging
 
 quiet_libraries()  # before paddle is imported (glog reads its level then)
 
+import paddle  # noqa: E402
 from ppdet.core.cli import ArgsParser, run_cli  # noqa: E402
+from ppdet.slim.nas.candidate import select_device  # noqa: E402
 from ppdet.slim.nas.config import load_search_config  # noqa: E402
+from ppdet.slim.nas.preflight import check_search_inputs  # noqa: E402
 from ppdet.slim.nas.search import SearchError, build_search  # noqa: E402
 from ppdet.slim.nas.strategies.study import init_storage  # noqa: E402
 from ppdet.slim.nas.workers import resolve_plan, run_search  # noqa: E402
@@ -61,9 +64,12 @@ def main(argv=None):
         return
     try:
         if args.worker_of is not None:
+            paddle.set_device(select_device(setup.settings.use_gpu))  # the host made only this worker's GPU visible
             build_search(setup, args.resume_checkpoint, args.fp16, args.loss_scale, local_worker=True).run(report=False)
             return
         plan = resolve_plan(setup.cfg, args.workers, args.gpus)
+        check_search_inputs(setup)  # a missing dataset is the one line, before the device is chosen (or warned of)
+        paddle.set_device(plan.slots[0].device or select_device(setup.settings.use_gpu))  # this process: worker 0
         if plan.count > 1:
             setup_logging(prefix='worker 0: ')
         run_search(setup, plan, args.config, args.opt, args.resume_checkpoint, args.fp16, args.loss_scale)

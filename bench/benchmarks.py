@@ -124,7 +124,7 @@ def train_step(quick):
     rounds = 1 if quick else 3
     cfg = blazeface_cfg(wider640(), max_iters=iters + 1)  # +1: the trainer's intervals are between step starts
     samples = load_batches(cfg, 4)
-    trainer = CandidateTrainer(cfg, 'cpu', seed=0)
+    trainer = CandidateTrainer(cfg, seed=0)
     trainer_model = trainer.build(published_kwargs(depthwise=True))
     # the bare loop trains the very same model object: two instances of one structure can differ by 10% or more in
     # speed on a shared VM (memory placement), which would show up as a trainer-vs-bare difference that isn't one
@@ -299,7 +299,7 @@ def memory_child(kind, quick):
     cfg = blazeface_cfg(wider640(), max_iters=iters)
     if kind == 'trainer':
         from ppdet.slim.nas.candidate import CandidateTrainer
-        trainer = CandidateTrainer(cfg, 'cpu', seed=0)
+        trainer = CandidateTrainer(cfg, seed=0)
         # the structure a search with blazeface.yml trains first: published tokens, BlazeNet defaults
         from search_space import BlazeFaceNasSpace
         model = trainer.build(BlazeFaceNasSpace().blazenet_args(PUBLISHED_TOKENS))

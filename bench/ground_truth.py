@@ -121,7 +121,7 @@ def serve(config, table):
     from ppdet.utils.logs import setup_logging
     setup_logging()
     setup = load_setup(config, table)
-    trainer = CandidateTrainer(setup.cfg, 'cpu', seed=0)
+    trainer = CandidateTrainer(setup.cfg, seed=0)
     for line in sys.stdin:
         tokens, seed = json.loads(line)
         price = setup.pricer.price(tokens)

@@ -158,7 +158,7 @@ def main():
     surrogate = Surrogate.load(args.surrogate)
     with open(args.out, 'w') as f:
         for (strategy, seed), (tokens, reward, save_dir) in found.items():
-            iterations, seconds = spent(save_dir, int(setup.cfg['max_iters']))
+            iterations, seconds = spent(save_dir, setup.settings.max_iters)
             row = {'strategy': strategy, 'seed': seed, 'overrides': overrides if strategy in variant_of else {},
                    'steps': args.steps, 'pick': tokens, 'reported_ap': reward,
                    'iterations': iterations, 'train_seconds': seconds, 'wall_seconds': wall_seconds(save_dir + '.log'),

@@ -73,7 +73,7 @@ def score_all(tokens_list, seeds, out, config):
     from ppdet.slim.nas import zero_cost
     from ppdet.slim.nas.candidate import CandidateTrainer
     setup = load_setup(config, DEFAULT_TABLE)
-    trainer = CandidateTrainer(setup.cfg, 'cpu', seed=0)  # sets the device, as a search's trainer does
+    trainer = CandidateTrainer(setup.cfg, seed=0)
     done = done_keys(out)
     jobs = [(t, s) for s in seeds for t in tokens_list if (t, s) not in done]
     print('{} scorings to do, {} done before'.format(len(jobs), len(done)), flush=True)

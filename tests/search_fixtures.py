@@ -25,6 +25,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+def fixed_reward_search(setup, resume_dir=None, trained=None):
+    """The real search loop (``build_search``) with a reward that is a fixed function of the tokens: no network is
+    trained. ``trained``, a list, receives the tokens of each candidate it was asked to train."""
+    from ppdet.slim.nas.candidate import CandidateResult
+    from ppdet.slim.nas.search import build_search
+    from ppdet.slim.nas.vocabulary import Status
+
+    def train(tokens, *_):
+        if trained is not None:
+            trained.append(list(tokens))
+        return CandidateResult(Status.TRAINED, sum(tokens) / 100, 0.0)
+    return build_search(setup, resume_dir, train=train)
+
+
 def tiny_dataset(root):
     path = os.path.join(str(root), 'wider')
     if not os.path.isdir(path):

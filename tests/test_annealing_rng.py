@@ -15,8 +15,9 @@ from scipy.stats import chisquare
 from ppdet.slim.nas.config import load_search_config
 from ppdet.slim.nas.candidate import CandidateTrainer
 from ppdet.slim.nas.controller import AnnealingController, SearchController
+from ppdet.slim.nas.search import build_search
 from ppdet.slim.nas.vocabulary import CHECKPOINT_NAME
-from search_fixtures import free_port, run_search, tiny_config, tiny_dataset
+from search_fixtures import free_port, tiny_config, tiny_dataset
 from search_space import BlazeFaceNasSpace
 
 SPACE = BlazeFaceNasSpace()
@@ -176,7 +177,7 @@ def test_a_checkpoint_without_generator_state_still_loads(tmp_path, caplog):
     path.write_text(json.dumps(scene, indent=1))
     second = _controller_in(tmp_path, load=str(tmp_path), seed=3)
     try:
-        assert second.rewarded == 1
+        assert second.rewarded_so_far() == 1
         assert 'has no _rng (written before the controller had a generator of its own): its proposals go on with ' \
                'a new stream of seed 3' in caplog.text
         following = second.next_tokens()
@@ -219,8 +220,7 @@ def proposed(dataset, tmp_path, eval_images, seed=0, **readers):
     """The tokens a 3-step search proposed (skips included), in order, from its search_history.csv."""
     config = tiny_config(tmp_path, dataset, search_steps=3, max_iters=1, seed=seed)
     overrides = dict({'EvalReader.dataset.anno_path': faceless_annotation(dataset, eval_images)}, **readers)
-    out = run_search(config, '-o', *['{}={}'.format(k, v) for k, v in overrides.items()])
-    assert out.returncode == 0, out.stderr[-3000:]
+    build_search(load_search_config(config, overrides)).run()  # in-process: real readers, trainings, controller
     with open(str(tmp_path / 'out' / 'search_history.csv'), newline='') as f:
         rows = list(csv.DictReader(f))
     trained = [r for r in rows if r['status'] == 'trained']
@@ -239,6 +239,6 @@ def test_the_proposals_do_not_depend_on_the_eval_set_size_or_the_workers(dataset
     reference = run(4)
     assert len(set(reference)) == len(reference) >= 3
     # both changed in one search (one search fewer): either one drawing from a shared generator would show here
-    assert run(2, **{'TrainReader.use_process': 'false', 'EvalReader.use_process': 'true',
+    assert run(2, **{'TrainReader.use_process': False, 'EvalReader.use_process': True,
                      'EvalReader.worker_num': 2}) == reference
     assert run(4, seed=1) != reference

@@ -28,7 +28,7 @@ def test_gpu_request_falls_back_to_cpu_with_a_warning():
 
 def test_fp16_is_ignored_on_cpu_and_its_amp_path_trains(setup, caplog):
     with caplog.at_level(logging.WARNING):
-        trainer = CandidateTrainer(setup.cfg, 'cpu', fp16=True, loss_scale=128.0)
+        trainer = CandidateTrainer(setup.cfg, fp16=True, loss_scale=128.0)
     assert trainer.fp16 is False and 'fp16 is ignored' in caplog.text
     trainer.fp16 = True  # the GPU path (auto_cast + GradScaler) is plain Paddle API: run it on the CPU too
     model = trainer.build(setup.pricer.blazenet_kwargs(PUBLISHED))
@@ -39,7 +39,7 @@ def test_fp16_is_ignored_on_cpu_and_its_amp_path_trains(setup, caplog):
 
 def test_non_finite_loss_fails_the_candidate(setup):
     cfg = dict(setup.cfg, LearningRate={'base_lr': 1e30, 'schedulers': setup.cfg['LearningRate']['schedulers']})
-    trainer = CandidateTrainer(type(setup.cfg)(cfg), 'cpu')
+    trainer = CandidateTrainer(type(setup.cfg)(cfg))
     trainer.max_iters = 6
     model = trainer.build(setup.pricer.blazenet_kwargs(PUBLISHED))
     result = trainer.run(model, '/nonexistent/never/written')
@@ -47,7 +47,7 @@ def test_non_finite_loss_fails_the_candidate(setup):
 
 
 def test_trained_candidate_is_evaluated(setup, tmp_path):
-    trainer = CandidateTrainer(setup.cfg, 'cpu')
+    trainer = CandidateTrainer(setup.cfg)
     model = trainer.build(setup.pricer.blazenet_kwargs(PUBLISHED))
     result = trainer.run(model, str(tmp_path / 'c'))
     assert result.status == 'trained' and 0.0 <= result.ap <= 1.0 and math.isfinite(result.train_seconds)
@@ -55,7 +55,7 @@ def test_trained_candidate_is_evaluated(setup, tmp_path):
 
 
 def test_a_pruning_check_looks_at_the_ap_before_the_end_and_can_stop_the_training(setup, tmp_path):
-    trainer = CandidateTrainer(setup.cfg, 'cpu')
+    trainer = CandidateTrainer(setup.cfg)
     trainer.max_iters = 6
     looks = []
 

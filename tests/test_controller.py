@@ -129,16 +129,16 @@ def test_host_restart_keeps_candidates_in_flight_and_counts_once(tmp_path):
     first.close()  # the host "crashes": only what is on disk survives
     second = _host(tmp_path, port, load=str(tmp_path), steps=3)
     try:
-        assert second.server.in_flight() == 1 and second.rewarded == 1
+        assert second.server.in_flight() == 1 and second.rewarded_so_far() == 1
         assert second.controller.in_flight == {','.join(map(str, theirs)): 'client-a'}
         assert other.update(theirs, 0.7, 1) and other.update(theirs, 0.9, 1)  # a late reward, then a retry
-        assert second.rewarded == 2 and second.best() == (theirs, 0.7)
-        assert second.reward(mine, 0.1, 1) and second.rewarded == 2  # the restarted host re-sends its own
+        assert second.rewarded_so_far() == 2 and second.best() == (theirs, 0.7)
+        assert second.reward(mine, 0.1, 1) and second.rewarded_so_far() == 2  # the restarted host re-sends its own
         assert not second.server.finished()
         third = second.next_tokens()
         assert second.server.finished(), 'two rewards and one in flight make the 3 steps'
         assert other.next_tokens() is None
-        assert second.reward(third, 0.2, 3) and second.rewarded == 3
+        assert second.reward(third, 0.2, 3) and second.rewarded_so_far() == 3
     finally:
         second.close()
 
@@ -154,7 +154,7 @@ def test_a_lost_candidate_is_handed_out_again_and_counted_once(tmp_path, caplog)
         assert again == lost and host.controller.in_flight == {','.join(map(str, lost)): 'client-a'}
         assert 'was lost with its process; it will be handed out again' in caplog.text
         assert client.update(again, 0.5, 1) and client.update(again, 0.5, 1)  # a retry does not count again
-        assert host.rewarded == 1 and host.controller.lost == []
+        assert host.rewarded_so_far() == 1 and host.controller.lost == []
         assert client.current_info()['rewarded'] == 1, 'every worker can count the steps of the whole search'
         assert client.next_tokens() != lost, 'a rewarded candidate is never handed out again'
     finally:
@@ -174,7 +174,7 @@ def test_candidates_of_dead_clients_survive_a_host_restart_and_go_to_the_next_cl
         assert second.controller.lost == [lost]
         assert second.next_tokens() == lost, 'the lost candidate first, to whichever client asks'
         assert second.controller.lost == [] and second.server.in_flight() == 1
-        assert second.reward(lost, 0.3, 1) and second.rewarded == 1
+        assert second.reward(lost, 0.3, 1) and second.rewarded_so_far() == 1
     finally:
         second.close()
 
@@ -315,13 +315,13 @@ def test_a_silent_clients_candidates_go_to_others_and_late_rewards_count_once(tm
         host.server.release_silent()  # what the host's wait does
         assert host.controller.lost == [x, z] and host.controller.in_flight == {','.join(map(str, mine)): 'host'}
         assert 'client a has been silent for 2s, longer than the lease (client_lease 1.5s), so' in caplog.text
-        assert a.update(x, 0.4, 1) and host.rewarded == 1 and host.controller.lost == [z]  # late, still counted
+        assert a.update(x, 0.4, 1) and host.rewarded_so_far() == 1 and host.controller.lost == [z]  # late, still counted
         assert b.next_tokens() == z, 'handed out again to another client'
-        assert c.update(z, 0.3, 1) and b.update(z, 0.35, 1) and host.rewarded == 2  # its first report counts
-        assert host.reward(mine, 0.2, 1) and host.rewarded == 3 and host.server.in_flight() == 0
+        assert c.update(z, 0.3, 1) and b.update(z, 0.35, 1) and host.rewarded_so_far() == 2  # its first report counts
+        assert host.reward(mine, 0.2, 1) and host.rewarded_so_far() == 3 and host.server.in_flight() == 0
         last = host.next_tokens()
         assert last not in (mine, x, z) and b.next_tokens() is None, 'three rewards and one in flight make 4'
-        assert host.reward(last, 0.1, 2) and host.rewarded == 4
+        assert host.reward(last, 0.1, 2) and host.rewarded_so_far() == 4
         assert host.best() == (x, 0.4) and host.controller.lost == []
     finally:
         host.close()
@@ -355,9 +355,9 @@ def test_the_host_trains_what_a_killed_remote_client_held_instead_of_waiting(tmp
         mine = host.next_tokens()
         assert host.reward(mine, 0.3, 1) and host.next_tokens() is None, 'the dead client holds the last step'
         assert host.wait_for_others(86400, poll=0.2) is False
-        assert host.next_tokens() == theirs and host.reward(theirs, 0.5, 2) and host.rewarded == 2
+        assert host.next_tokens() == theirs and host.reward(theirs, 0.5, 2) and host.rewarded_so_far() == 2
         late = SafeControllerClient('127.0.0.1', port, host.key, 'remote')
-        assert late.update(theirs, 0.9, 1) and host.rewarded == 2 and host.best() == (theirs, 0.5)
+        assert late.update(theirs, 0.9, 1) and host.rewarded_so_far() == 2 and host.best() == (theirs, 0.5)
         assert host.wait_for_others(86400, poll=0.2, goodbye_seconds=30) is True
     finally:
         remote.kill()

@@ -42,3 +42,32 @@ def test_workers_end_with_their_parent(tmp_path, signum):
     assert wait_until_gone(str(tmp_path), timeout=30) == [], 'data workers outlived their parent'
     left = [n for n in os.listdir('/dev/shm') if any(n.startswith('paddle_{}_'.format(w)) for w in workers)]
     assert left == [], 'shared-memory batch files left behind'
+
+
+def test_a_data_worker_holds_none_of_its_parents_listening_ports(tmp_path):
+    """While workers decode, the port the parent listened on is free to bind again once the parent closes it (the
+    controller's port after a killed search): the workers closed their inherited copy, and only that one."""
+    import socket
+    from ppdet.data.reader import create_reader
+    from ppdet.slim.nas.config import load_search_config
+    listener, connected = socket.socket(), socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(1)
+    connected.connect(listener.getsockname())  # a socket that is not listening stays open in the workers
+    port = listener.getsockname()[1]
+    cfg = load_search_config(tiny_config(tmp_path, tiny_dataset(tmp_path))).cfg
+    batches = iter(create_reader(cfg['TrainReader'], 'train', max_iters=1000, worker_num=2))
+    next(batches)
+    workers = _children(os.getpid())
+    assert len(workers) >= 2
+    listener.close()
+    again = socket.socket()
+    again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    again.bind(('127.0.0.1', port))  # EADDRINUSE while a worker still listens on it
+    again.listen(1)
+    open_sockets = [os.readlink('/proc/{}/fd/{}'.format(w, fd)) for w in workers
+                    for fd in os.listdir('/proc/{}/fd'.format(w))]
+    inode = os.fstat(connected.fileno()).st_ino
+    assert 'socket:[{}]'.format(inode) in open_sockets
+    again.close(), connected.close()
+    del batches

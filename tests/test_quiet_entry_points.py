@@ -37,3 +37,24 @@ def test_a_static_graph_tool_keeps_library_noise_out(tmp_path):
     tool = _python('import sys\nsys.argv = ["build_latency_table.py"]\nimport tools.build_latency_table\n' + STATIC_ADD,
                    tmp_path / 'tool')
     assert tool.returncode == 0 and not any(n in tool.stderr for n in NOISE), tool.stderr
+
+
+def test_a_search_in_process_changes_no_process_wide_setting(tmp_path, monkeypatch):
+    """The search loop, its SANAS controller server and a study strategy set no device, fork hook or signal
+    handler: those belong to the entry point (train_nas.py sets the device; workers.py, which swaps SIGTERM/SIGINT
+    for a --workers host, puts them back)."""
+    import signal
+    import paddle
+    from search_fixtures import fixed_reward_search, tiny_config, tiny_dataset
+    from ppdet.slim.nas.config import load_search_config
+    calls = []
+    for owner, name in ((paddle, 'set_device'), (os, 'register_at_fork'), (signal, 'signal')):
+        real = getattr(owner, name)
+        monkeypatch.setattr(owner, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    dataset = tiny_dataset(tmp_path)
+    before = paddle.get_device()
+    for strategy in ('sanas', 'tpe'):
+        os.makedirs(str(tmp_path / strategy))
+        setup = load_search_config(tiny_config(tmp_path / strategy, dataset, strategy=strategy, search_steps=2))
+        fixed_reward_search(setup).run()
+    assert calls == [] and paddle.get_device() == before

@@ -4,6 +4,7 @@ import csv
 import pytest
 
 from ppdet.slim.nas.rerank import RerankPlan, rank, rerank_jobs, top_candidates, write_rerank_csv
+from ppdet.slim.nas.vocabulary import Settings
 
 REWARDS = [([1, 0], 0.50), ([2, 0], 0.40), ([3, 0], 0.45), ([4, 0], 0.10), ([1, 0], 0.20)]
 RETRAINED = {(1, 0): 0.30, (3, 0): 0.44, (2, 0): 0.41}  # the lucky first reward of [1, 0] does not come back
@@ -41,12 +42,12 @@ def test_a_training_not_finished_is_left_out_of_the_mean():
 
 
 def test_plan_from_config_is_off_by_default():
-    assert not RerankPlan.from_config({}).enabled
-    assert RerankPlan.from_config({'rerank_top_k': 3, 'rerank_seeds': 1}) == RerankPlan(3, 1)
+    assert not RerankPlan.from_settings(Settings()).enabled
+    assert RerankPlan.from_settings(Settings(rerank_top_k=3, rerank_seeds=1)) == RerankPlan(3, 1)
 
 
 def test_after_a_supernet_search_each_top_candidate_is_trained_from_the_base_seed_and_its_score_is_not_averaged():
-    plan = RerankPlan.from_config({'evaluator': 'supernet', 'rerank_seeds': 2})
+    plan = RerankPlan.from_settings(Settings(evaluator='supernet', rerank_seeds=2))
     assert plan == RerankPlan(5, 2, counts_reward=False)  # on by default: a score is not a training
     jobs = rerank_jobs(REWARDS, RerankPlan(2, 2, counts_reward=False), 5)
     assert [(tuple(t), s) for t, s in jobs] == [((1, 0), 5), ((1, 0), 6), ((3, 0), 5), ((3, 0), 6)]

@@ -10,8 +10,8 @@ import pytest
 from optuna.trial import TrialState
 
 from postgres_server import PASSWORD, postgres_server
-from search_fixtures import dashboard as _dashboard, free_port, read_until, run_search, start_search, tiny_config, \
-    tiny_dataset, wait_until_gone
+from search_fixtures import dashboard as _dashboard, fixed_reward_search, free_port, read_until, run_search, \
+    start_search, tiny_config, tiny_dataset, wait_until_gone
 from ppdet.slim.nas.strategies.evolution import RegularizedEvolutionSampler
 from ppdet.slim.nas.strategies.storage import JobBoard, default_storage_url, open_storage
 from ppdet.slim.nas.strategies.study import param_names
@@ -157,16 +157,19 @@ def test_every_strategy_completes_a_real_search_with_the_outputs(tmp_path, datas
 
 
 def test_a_resumed_study_trains_only_the_new_steps_and_a_new_search_there_is_refused(tmp_path, dataset):
+    from ppdet.core.workspace import ConfigError
+    from ppdet.slim.nas.config import load_search_config
     config = tiny_config(tmp_path, dataset, strategy='random', search_steps=2, max_iters=2)
     save_dir = str(tmp_path / 'out')
-    assert run_search(config).returncode == 0
-    again = run_search(config)
-    assert again.returncode != 0 and 'resume it with -r' in again.stderr.strip().splitlines()[-1]
-    typo = run_search(config, '-r', save_dir + '-typo')
+    first = []
+    fixed_reward_search(load_search_config(config), trained=first).run()
+    with pytest.raises(ConfigError, match='resume it with -r'):
+        fixed_reward_search(load_search_config(config))
+    typo = run_search(config, '-r', save_dir + '-typo')  # the driver's one line, as a user sees it
     assert typo.returncode == 2 and 'no such directory' in typo.stderr.strip().splitlines()[-1], typo.stderr[-500:]
-    out = run_search(config, '-r', save_dir, '-o', 'search_steps=3')
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stderr.count('----->>> search step') == 1  # the two rewarded before are not trained again
+    again = []
+    fixed_reward_search(load_search_config(config, {'search_steps': 3}), save_dir, trained=again).run()
+    assert len(first) == 2 and len(again) == 1 and again[0] not in first  # the two rewarded are not trained again
     assert len(_study(save_dir).get_trials(states=(TrialState.COMPLETE,))) == 3
 
 
@@ -194,9 +197,9 @@ def _dashboard_studies(url, tmp_path):
                                                   ('nsga2', ['AP', 'flops'])])
 def test_the_dashboard_shows_priced_out_candidates_as_pruned_and_the_objective_as_ap(tmp_path, dataset, strategy,
                                                                                      objectives):
+    from ppdet.slim.nas.config import load_search_config
     config = tiny_config(tmp_path, dataset, strategy=strategy, search_steps=2, max_iters=2)
-    out = run_search(config, '-o', 'Constraint.max_constraint=2700000')  # rejects part of the space
-    assert out.returncode == 0, out.stderr[-3000:]
+    fixed_reward_search(load_search_config(config, {'Constraint.max_constraint': 2700000})).run()  # rejects some
     save_dir = str(tmp_path / 'out')
     rows = _rows(os.path.join(save_dir, 'search_history.csv'))
     assert any(r['status'] == 'skipped' for r in rows), 'the bound should reject some candidates'
@@ -214,9 +217,8 @@ def test_the_dashboard_shows_priced_out_candidates_as_pruned_and_the_objective_a
 
 
 def test_a_sanas_search_is_mirrored_into_a_study_the_dashboard_shows(tmp_path, dataset):
-    config = tiny_config(tmp_path, dataset, search_steps=2, max_iters=2)
-    out = run_search(config)
-    assert out.returncode == 0, out.stderr[-3000:]
+    from ppdet.slim.nas.config import load_search_config
+    fixed_reward_search(load_search_config(tiny_config(tmp_path, dataset, search_steps=2, max_iters=2))).run()
     save_dir = str(tmp_path / 'out')
     mirror = _study(save_dir, 'sanas').get_trials()
     history = [r for r in _rows(os.path.join(save_dir, 'search_history.csv')) if r['status'] == 'trained']
@@ -251,14 +253,16 @@ def test_a_storage_that_refuses_or_cannot_be_reached_is_one_line_without_the_pas
 
 
 def test_a_study_made_for_another_constraint_is_refused(tmp_path, dataset, postgres):
+    from ppdet.core.workspace import ConfigError
+    from ppdet.slim.nas.config import load_search_config
     name = 'other-constraint'
     config = tiny_config(tmp_path, dataset, strategy='random', search_steps=1, max_iters=1, study_name=name)
-    assert run_search(config, '-o', 'storage={}'.format(postgres)).returncode == 0
-    out = run_search(config, '-o', 'storage={}'.format(postgres), 'Constraint.max_constraint=9000000')
-    line = _last_line(out)
-    assert out.returncode != 0 and 'max_constraint' in line and name in line, out.stderr[-2000:]
-    out = run_search(config, '-o', 'storage={}'.format(postgres), 'strategy=nsga2')
-    assert out.returncode != 0 and 'nsga2' in _last_line(out)
+    fixed_reward_search(load_search_config(config, {'storage': postgres})).run()
+    for change, named in (({'Constraint.max_constraint': 9000000}, 'max_constraint'), ({'strategy': 'nsga2'}, 'nsga2')):
+        with pytest.raises(ConfigError) as refused:
+            fixed_reward_search(load_search_config(config, dict(change, storage=postgres)))
+        line = str(refused.value)
+        assert named in line and name in line and '\n' not in line
 
 
 def test_two_machines_on_one_postgresql_study_one_killed_mid_training(tmp_path, dataset, postgres):
@@ -379,21 +383,13 @@ def test_a_warm_start_that_cannot_work_is_one_line(tmp_path, dataset, values, sa
     assert says in str(e.value) and '\n' not in str(e.value)
 
 
-def _fixed_reward_search(setup):
-    """The search loop with a reward that is a fixed function of the tokens: no network is trained."""
-    from ppdet.slim.nas.candidate import CandidateResult
-    from ppdet.slim.nas.search import build_search
-    from ppdet.slim.nas.vocabulary import Status
-    return build_search(setup, train=lambda tokens, *_: CandidateResult(Status.TRAINED, sum(tokens) / 100, 0.0))
-
-
 def test_near_limit_trains_only_candidates_close_to_the_limit(tmp_path, dataset):
     """With Constraint.near_limit 0.5 every trained candidate is within 50% below the limit, and those below are
     skipped."""
     from ppdet.slim.nas.config import load_search_config
     setup = load_search_config(tiny_config(tmp_path, dataset, strategy='tpe', search_steps=3),
                                {'Constraint.near_limit': 0.5})
-    search = _fixed_reward_search(setup)
+    search = fixed_reward_search(setup)
     search.run()
     rows = search.strategy.rows()
     trained = [r for r in rows if r['status'] == 'trained']
@@ -405,7 +401,7 @@ def test_a_strategy_that_cannot_go_on_stops_the_loop_with_its_one_line_and_is_cl
     from ppdet.slim.nas.config import load_search_config
     from ppdet.slim.nas.search import SearchError
     from ppdet.slim.nas.strategies.study import SearchExhausted
-    search = _fixed_reward_search(load_search_config(tiny_config(tmp_path, dataset, strategy='random',
+    search = fixed_reward_search(load_search_config(tiny_config(tmp_path, dataset, strategy='random',
                                                                  search_steps=2)))
     asked, closed = search.strategy.ask, []
 
@@ -417,7 +413,7 @@ def test_a_strategy_that_cannot_go_on_stops_the_loop_with_its_one_line_and_is_cl
     with pytest.raises(SearchError, match='^nothing new is left$'):
         search.run()
     os.makedirs(str(tmp_path / 'b'))
-    ran = _fixed_reward_search(load_search_config(tiny_config(tmp_path / 'b', dataset, strategy='random',
+    ran = fixed_reward_search(load_search_config(tiny_config(tmp_path / 'b', dataset, strategy='random',
                                                               search_steps=1)))
     ran.strategy.close = lambda: closed.append('after the report')
     ran.run()
@@ -498,12 +494,12 @@ def test_a_priced_out_candidate_is_pruned_before_training_and_uses_no_step(tmp_p
 
 
 def test_a_pruned_search_evaluates_its_candidates_part_way(tmp_path, dataset):
-    """The real loop: every candidate reports its AP at the interval before the end, in the study and the log."""
+    """The real loop, real trainings: every candidate reports its AP at the interval before the end to the study."""
+    from ppdet.slim.nas.config import load_search_config
+    from ppdet.slim.nas.search import build_search
     config = tiny_config(tmp_path, dataset, strategy='tpe', search_steps=3, max_iters=2, prune_interval=1,
                          pruner='hyperband', tpe_startup_trials=1)
-    out = run_search(config)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stderr.count('iter: 1, intermediate AP') == 3
+    build_search(load_search_config(config)).run()
     trials = _study(str(tmp_path / 'out')).get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert len(trials) == 3 and all(list(t.intermediate_values) == [1] for t in trials)
 

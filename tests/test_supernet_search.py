@@ -11,6 +11,8 @@ import time
 import pytest
 
 from search_fixtures import REPO, run_search, supernet_tool, tiny_config, tiny_dataset
+from ppdet.slim.nas.config import load_search_config
+from ppdet.slim.nas.search import build_search
 from ppdet.slim.nas.strategies import STRATEGIES
 
 
@@ -43,8 +45,7 @@ def test_every_strategy_searches_on_supernet_scores_and_reranks_by_trainings(tmp
                          tpe_startup_trials=1, evaluator='supernet', rerank_top_k=2, rerank_seeds=1,
                          supernet_iters=4, supernet_calib_batches=2,
                          **weights.get(strategy, {'supernet_weights': trained}))
-    out = run_search(config)
-    assert out.returncode == 0, out.stderr[-3000:]
+    build_search(load_search_config(config)).run()  # in-process: real scorings and trainings, no start-up
     save_dir = str(tmp_path / 'out')
     assert os.path.isfile(os.path.join(save_dir, 'supernet', 'supernet.pdparams')) == own
     rows = [r for r in _rows(os.path.join(save_dir, 'search_history.csv')) if r['status'] == 'trained']
@@ -60,7 +61,6 @@ def test_every_strategy_searches_on_supernet_scores_and_reranks_by_trainings(tmp
     front = _rows(os.path.join(save_dir, 'pareto.csv'))  # the front is the scores'
     scores = {r['tokens']: float(r['ap']) for r in rows}
     assert front and all(float(r['ap']) == pytest.approx(scores[r['tokens']]) for r in front)
-    assert '(scored)' in out.stderr
 
 
 def test_two_local_workers_score_with_the_supernet_the_host_trained_once(tmp_path, dataset):

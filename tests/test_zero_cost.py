@@ -18,7 +18,7 @@ def scored(tmp_path_factory):
     """(setup, trainer, batch, {name: scores}) for two networks, the first one scored twice."""
     tmp = tmp_path_factory.mktemp('zero_cost')
     setup = load_search_config(tiny_config(tmp, tiny_dataset(tmp)))
-    trainer = CandidateTrainer(setup.cfg, 'cpu')
+    trainer = CandidateTrainer(setup.cfg)
     batch = zero_cost.minibatch(setup.cfg, seed=0)
     runs = {'published': zero_cost.scores(trainer, setup.pricer, PUBLISHED, batch, seed=0),
             'published again': zero_cost.scores(trainer, setup.pricer, PUBLISHED, zero_cost.minibatch(setup.cfg, 0),

@@ -33,9 +33,9 @@ def stand_in_reward(tokens):
     return (zlib.crc32(str(tokens).encode()) % 10000) / 10000.0
 
 
-def _controller(cls, space, cfg, **kwargs):
+def _controller(cls, space, settings, **kwargs):
     ranges = space.range_table()
-    return cls(([0] * len(ranges), ranges), cfg.get('reduce_rate', 0.85), cfg.get('init_temperature'),
+    return cls(([0] * len(ranges), ranges), settings.reduce_rate, settings.init_temperature,
                max_try_times=50000, init_tokens=space.init_tokens(), **kwargs)
 
 
@@ -43,7 +43,7 @@ def original_loop(setup, pricer, steps, seed):
     """The original: every sampled candidate uses a step; an unpriced one is where it would have crashed.
     PaddleSlim's controller draws from numpy's global generator, seeded here as the original's driver left it."""
     np.random.seed(seed)
-    controller = _controller(SAController, pricer.space, setup.cfg)
+    controller = _controller(SAController, pricer.space, setup.settings)
     counts = {'trained': 0, 'skipped': 0, 'unpriced': 0}
     first_crash = exited = None
     for step in range(steps):
@@ -67,7 +67,7 @@ def original_loop(setup, pricer, steps, seed):
 def our_loop(setup, pricer, steps, seed):
     """Ours: skips cost no step; exactly ``steps`` candidates are trained, all priced and inside the bounds; the
     controller draws from its own generator."""
-    controller = _controller(AnnealingController, pricer.space, setup.cfg, seed=seed)
+    controller = _controller(AnnealingController, pricer.space, setup.settings, seed=seed)
     counts = {'trained': 0, 'skipped': 0, 'unpriced': 0}
     while counts['trained'] < steps:
         tokens = controller.next_tokens()

@@ -20,10 +20,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ppdet.utils.logs import quiet_libraries, setup_logging  # noqa: E402
 quiet_libraries()  # before paddle is imported (glog reads its level then)
 
+import paddle  # noqa: E402
 from ppdet.core.cli import ArgsParser, checked_tokens, parse_overrides, run_cli  # noqa: E402
 from ppdet.slim.nas.candidate import CandidateTrainer, select_device  # noqa: E402
 from ppdet.slim.nas.config import load_search_config  # noqa: E402
-from ppdet.slim.nas.supernet import SupernetScorer, SupernetSettings, load_supernet, train_supernet  # noqa: E402
+from ppdet.slim.nas.supernet import SupernetScorer, load_supernet, train_supernet  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -46,10 +47,10 @@ def main(argv=None):
     setup_logging()
     args = parse_args(argv)
     setup = load_search_config(args.config, args.opt)
-    cfg = setup.cfg
-    settings = SupernetSettings.from_config(cfg, args.config)
+    cfg, settings = setup.cfg, setup.supernet
     tokens = [checked_tokens(setup, t) for t in args.tokens] if args.command == 'score' else []
-    trainer = CandidateTrainer(cfg, select_device(cfg.get('use_gpu', False)), seed=int(cfg.get('seed', 0)))
+    paddle.set_device(select_device(setup.settings.use_gpu))  # this process's device: the entry point's choice
+    trainer = CandidateTrainer(cfg)
     if args.command == 'train':
         train_supernet(trainer, setup.pricer, args.out, settings, constraint=setup.constraint)
         print(os.path.abspath(args.out), flush=True)

@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ppdet.utils.logs import quiet_libraries  # noqa: E402
 quiet_libraries()  # before paddle is imported (glog reads its level then)
 
+import paddle  # noqa: E402
 from ppdet.core.cli import ArgsParser, checked_tokens, run_cli  # noqa: E402
 from ppdet.core.workspace import ConfigError  # noqa: E402
 from ppdet.slim.nas.candidate import CandidateTrainer, select_device  # noqa: E402
@@ -55,10 +56,11 @@ def main(argv=None):
                 args.parent))
         parent = Parent(setup.pricer.blazenet_kwargs(checked_tokens(setup, args.parent_tokens, '--parent-tokens')),
                         args.parent)
-    seed = int(setup.cfg.get('seed', 0)) if args.seed is None else args.seed
-    out = args.out or os.path.join(setup.cfg.get('save_dir', 'nas_checkpoint'), 'train_candidate',
+    seed = setup.settings.seed if args.seed is None else args.seed
+    out = args.out or os.path.join(setup.settings.save_dir, 'train_candidate',
                                    '{}_seed{}'.format('-'.join(map(str, tokens)), seed))
-    trainer = CandidateTrainer(setup.cfg, select_device(setup.cfg.get('use_gpu', False)), seed=seed)
+    paddle.set_device(select_device(setup.settings.use_gpu))  # this process's device: the entry point's choice
+    trainer = CandidateTrainer(setup.cfg, seed=seed)
     result = trainer.candidate(setup.pricer.blazenet_kwargs(tokens), out, seed, parent=parent)
     print(json.dumps({'tokens': tokens, 'seed': seed, 'ap': result.ap, 'flops': price.flops, 'params': price.params,
                       'latency_us': price.latency_us, 'train_seconds': round(result.train_seconds, 2),

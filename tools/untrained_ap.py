@@ -16,16 +16,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ppdet.utils.logs import quiet_libraries  # noqa: E402
 quiet_libraries()  # before paddle is imported (glog reads its level then)
 
+import paddle  # noqa: E402
 from ppdet.core.cli import ArgsParser, checked_tokens, run_cli  # noqa: E402
 from ppdet.core.workspace import ConfigError  # noqa: E402
 from ppdet.slim.nas.candidate import CandidateTrainer  # noqa: E402
 from ppdet.slim.nas.config import load_search_config  # noqa: E402
 from ppdet.slim.nas.files import History, row_tokens  # noqa: E402
-from ppdet.slim.nas.vocabulary import Status  # noqa: E402
+from ppdet.slim.nas.vocabulary import HISTORY_NAME, Status  # noqa: E402
 
 
 def _history_candidates(setup, path):
-    path = path or os.path.join(setup.cfg.get('save_dir', 'nas_checkpoint'), 'search_history.csv')
+    path = path or os.path.join(setup.settings.save_dir, HISTORY_NAME)
     if not os.path.isfile(path):
         raise ConfigError('{} not found; run the search first or pass --history'.format(path))
     return [(row_tokens(r), float(r['ap'])) for r in History(path).rows if r['status'] == Status.TRAINED]
@@ -41,7 +42,8 @@ def main():
         raise ConfigError('give --history (a search\'s candidates) or --tokens, not both')
     candidates = ([(checked_tokens(setup, t), None) for t in args.tokens] if args.tokens
                   else _history_candidates(setup, args.history))
-    trainer = CandidateTrainer(setup.cfg, seed=int(setup.cfg.get('seed', 0)))
+    paddle.set_device('cpu')  # an untrained network's AP: no GPU needed
+    trainer = CandidateTrainer(setup.cfg)
     for tokens, trained in candidates:
         untrained = trainer.evaluate(trainer.build(setup.pricer.blazenet_kwargs(tokens)))
         print(json.dumps({'tokens': tokens, 'trained_ap': trained, 'untrained_ap': untrained}), flush=True)

@@ -20,13 +20,14 @@ import ctypes.util
 import glob
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-__all__ = ['die_with_parent', 'DataWorkerGuard', 'EXIT_ORPHANED', 'remove_shared_memory']
+__all__ = ['die_with_parent', 'DataWorkerGuard', 'EXIT_ORPHANED', 'remove_shared_memory', 'close_inherited_listeners']
 
 PR_SET_PDEATHSIG = 1
 EXIT_ORPHANED = 3
@@ -77,11 +78,39 @@ def remove_shared_memory(pid: int) -> None:
             pass
 
 
+def close_inherited_listeners() -> None:
+    """Close every listening socket this process inherited by fork.
+
+    A forked DataLoader worker holds a copy of each descriptor of its parent, the SANAS controller's listening port
+    among them: while any worker lives (a killed search's included), that port cannot be bound again. The worker
+    accepts no connection, so it closes them; the parent's sockets are untouched, and no process-wide fork hook is
+    needed.
+    """
+    fd_dir = '/proc/self/fd' if os.path.isdir('/proc/self/fd') else '/dev/fd'
+    if not os.path.isdir(fd_dir):
+        return
+    for name in os.listdir(fd_dir):
+        try:
+            sock = socket.socket(fileno=int(name))
+        except (OSError, ValueError):  # not a socket (or the listing's own descriptor, gone)
+            continue
+        try:
+            listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        except OSError:
+            listening = 0
+        if listening:
+            sock.close()
+        else:
+            sock.detach()
+
+
 @dataclass
 class DataWorkerGuard:
-    """``worker_init_fn`` of the search's DataLoaders: the worker ends with the process that iterates it."""
+    """``worker_init_fn`` of the search's DataLoaders: the worker ends with the process that iterates it, and
+    holds none of its listening ports."""
     parent_pid: int
 
     def __call__(self, worker_id: int) -> None:
         pid = os.getpid()
+        close_inherited_listeners()
         die_with_parent(self.parent_pid, lambda: remove_shared_memory(pid))

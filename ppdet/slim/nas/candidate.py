@@ -21,7 +21,7 @@ from ppdet.slim.nas.distributed import Ranks
 from ppdet.slim.nas.files import SaveError
 from ppdet.slim.nas.inherit import inherit_weights
 from ppdet.slim.nas.metrics import APAccumulator
-from ppdet.slim.nas.vocabulary import Status, candidate_weights, setting
+from ppdet.slim.nas.vocabulary import Settings, Status, candidate_weights
 from ppdet.utils.stats import TrainingStats, eta_string
 
 __all__ = ['CandidateResult', 'CandidateTrainer', 'PruningCheck', 'build_blazeface', 'select_device']
@@ -59,7 +59,8 @@ def build_blazeface(cfg, blazenet_kwargs, backbone=None):
 
 
 def select_device(use_gpu):
-    """'gpu' when asked for and available; a CPU-only machine falls back to the CPU with a warning."""
+    """'gpu' when asked for and available; a CPU-only machine falls back to the CPU with a warning. The entry point
+    (train_nas.py, a tool) passes it to ``paddle.set_device``: the device is the process's, not a library's choice."""
     if use_gpu and paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
         return 'gpu'
     if use_gpu:
@@ -68,21 +69,20 @@ def select_device(use_gpu):
 
 
 class CandidateTrainer:
-    """Trains and evaluates candidates under one config (readers, optimizer, schedule, AMP)."""
+    """Trains and evaluates candidates under one config (readers, optimizer, schedule, AMP), on the device the
+    process's entry point set (``paddle.set_device``); ``seed``: the config's by default."""
 
-    def __init__(self, cfg, device='cpu', fp16=False, loss_scale=8.0, seed=0, ranks=None):
+    def __init__(self, cfg, fp16=False, loss_scale=8.0, seed=None, ranks=None):
+        settings = Settings.from_config(cfg)
         self.cfg = cfg
-        self.device = device
-        paddle.set_device(device)
-        self.fp16 = fp16 and device.startswith('gpu')
+        self.device = paddle.get_device()
+        self.fp16 = fp16 and self.device.startswith('gpu')
         if fp16 and not self.fp16:
             logger.warning('--fp16 is ignored on the CPU (Paddle AMP needs a GPU); training in float32')
         self.loss_scale = loss_scale
-        self.seed = seed
+        self.seed = settings.seed if seed is None else seed
         self.ranks = ranks or Ranks()
-        self.max_iters = int(setting(cfg, 'max_iters'))
-        self.log_iter = int(setting(cfg, 'log_iter'))
-        self.window = int(setting(cfg, 'log_smooth_window'))
+        self.max_iters, self.log_iter, self.window = settings.max_iters, settings.log_iter, settings.log_smooth_window
 
     def build(self, blazenet_kwargs, seed=None):
         """The candidate's BlazeFace, its initial weights drawn with ``seed`` (the trainer's by default)."""

@@ -24,7 +24,7 @@ from ppdet.modeling.architectures.blazeface import place_blazeface_units
 from ppdet.modeling.backbones.blazenet import blazenet_plan
 from ppdet.modeling.layers import PlacedConv, conv_params, convs_of
 from ppdet.slim.nas.tokens import sample_candidates
-from ppdet.slim.nas.vocabulary import setting
+from ppdet.slim.nas.vocabulary import Settings
 
 __all__ = ['Constraint', 'LatencyTable', 'Price', 'CandidatePricer', 'latency_key', 'unit_key', 'conv_flops',
            'train_input_size', 'load_constraint_table', 'table_kernels', 'RUN_OVERHEAD_KEY']
@@ -264,7 +264,7 @@ class CandidatePricer:
         head = config_kwargs('BlazeFace', cfg) if 'BlazeFace' in cfg else {}
         keep = ('num_classes', 'min_sizes', 'use_density_prior_box', 'densities')
         self.head_kwargs = {k: v for k, v in head.items() if k in keep}
-        self.head_kwargs.setdefault('num_classes', setting(cfg, 'num_classes'))
+        self.head_kwargs.setdefault('num_classes', Settings.from_config(cfg).num_classes)
         if constraint is not None:  # ``table``: load_constraint_table's, for the constraint's own pricing
             table = self._check_table_size(table, constraint.ctype)
         self.table = table

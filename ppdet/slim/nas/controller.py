@@ -36,7 +36,6 @@ import os
 import socket
 import threading
 import time
-import weakref
 from threading import Thread
 
 import numpy as np
@@ -46,7 +45,7 @@ from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.files import SaveError, atomic_write, check_resume_dir, line_of
 from ppdet.slim.nas.strategies import StrategyError
 from ppdet.slim.nas.tokens import Tokens
-from ppdet.slim.nas.vocabulary import CHECKPOINT_NAME
+from ppdet.slim.nas.vocabulary import CHECKPOINT_NAME, Settings
 
 __all__ = ['SearchController', 'ControllerGone', 'resolve_server_ip', 'DEFAULT_CONTROLLER_WAIT',
            'lease_seconds']
@@ -55,7 +54,7 @@ logger = logging.getLogger(__name__)
 SA_LOGGER = logging.getLogger('paddleslim.common.sa_controller')  # PaddleSlim's "Controller - iter" lines
 LOOPBACK = '127.0.0.1'
 MAX_MESSAGE = 65536
-DEFAULT_CONTROLLER_WAIT = 300  # seconds a client waits for a controller that stopped answering
+DEFAULT_CONTROLLER_WAIT = Settings.controller_wait  # seconds a client waits for a silent controller
 FIRST_RETRY = 0.5  # seconds; until the controller first answers, it is polled at this pace (a host may live seconds)
 MAX_BACKOFF = 5.0  # seconds between attempts at most, after it stopped answering
 # The controller's generator has a spawn key of its own, so that no seed of the reader's (which uses 1) gives it the
@@ -146,10 +145,12 @@ class ClientLease:
 class AnnealingController(SAController):
     """SAController with atomic checkpoints of everything a restarted host needs, candidates in flight and the
     generator's state included, a random restart when the neighbourhood is exhausted, and a generator of its own
-    (``seed``, or ``rng_state`` from a checkpoint) for every draw."""
+    (``seed``, or ``rng_state`` from a checkpoint) for every draw. PaddleSlim's state, temperature schedule and
+    acceptance rule are kept; the four methods it overrides each say why in their first line."""
 
     def __init__(self, *args, in_flight=None, to_tell=None, lost=None, seed=0, rng_state=None, lease=None,
                  **kwargs):
+        # overrides PaddleSlim's: adds what a restarted host needs (candidates in flight, clients, the generator)
         super().__init__(*args, **kwargs)
         self._in_flight = dict(in_flight or {})  # token text -> the client training it
         self._to_tell = dict(to_tell or {})  # clients that asked for tokens and were not yet told 'done' -> 1
@@ -167,6 +168,7 @@ class AnnealingController(SAController):
         return self._rng.bit_generator.state
 
     def _save_checkpoint(self, output_dir):
+        # overrides PaddleSlim's: written atomically (a kill mid-write left a truncated file), with the generator
         scene = {k: v for k, v in self.__dict__.items() if k not in RUNTIME}
         scene.update(_rng=self.rng_state, _longest_training=self._lease.longest)
         atomic_write(os.path.join(output_dir, CHECKPOINT_NAME), json.dumps(scene, indent=1))  # a line per entry
@@ -265,7 +267,8 @@ class AnnealingController(SAController):
         return True
 
     def update(self, tokens, reward, iter, client_num=1):
-        """PaddleSlim 2.6's ``SAController.update`` with one change: the acceptance draw comes from the controller's
+        """Overrides PaddleSlim's: its acceptance draw reads numpy's global generator, which the data pipeline
+        reseeded (every step replayed one list of edits). PaddleSlim 2.6's ``SAController.update`` with one change: the acceptance draw comes from the controller's
         own generator rather than numpy's global one. The arithmetic is PaddleSlim's (a draw only when the reward is
         not higher), and so is the log line, through PaddleSlim's logger."""
         iter = int(iter)
@@ -281,10 +284,11 @@ class AnnealingController(SAController):
             self._best_tokens = tokens
         SA_LOGGER.info('Controller - iter: {}; best_reward: {}, best tokens: {}, current_reward: {}; current tokens: '
                        '{}'.format(self._iter, self._max_reward, self._best_tokens, reward, tokens))
-        if self._checkpoints is not None:
-            self._save_checkpoint(self._checkpoints)
+        self._persist()
 
     def next_tokens(self, control_token=None):
+        """Overrides PaddleSlim's: it draws from numpy's global generator, and calls ``sys.exit()`` when one
+        neighbourhood is exhausted; here the controller's generator, and a restart from a random point."""
         base = control_token or self._tokens
         for _ in range(100):
             tokens = self._mutate_unsearched(base)
@@ -308,10 +312,13 @@ class AnnealingController(SAController):
 
 
 class SafeControllerServer(ControllerServer):
-    """PaddleSlim's ControllerServer with a robust request loop (see the module docstring)."""
+    """PaddleSlim's ControllerServer (its state and wire protocol) with a robust request loop (``start`` and ``run``
+    override it, each saying why); the rest is what PaddleSlim has no word for: candidates in flight, clients to
+    tell, releasing the dead."""
 
-    def start(self, bind_wait=10.0):
-        """Listen; a port still held (say, by the orphaned data workers of a killed search) is retried a while."""
+    def start(self, bind_wait=3.0):
+        """Overrides PaddleSlim's (which binds once and logs): listen, with SO_REUSEADDR; a port still held (by a killed search's process, in the moment it takes to end) is retried a
+        while. (Data workers hold no copy of it: DataWorkerGuard closes their inherited listeners.)"""
         self._socket_server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket_server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         deadline = time.time() + bind_wait
@@ -324,8 +331,7 @@ class SafeControllerServer(ControllerServer):
                     self._socket_server.close()
                     raise
                 time.sleep(0.5)
-        self._socket_server.listen(self._max_client_num)
-        _close_in_forked_children(self._socket_server)
+        self._socket_server.listen(self._max_client_num)  # data workers close their copy (DataWorkerGuard)
         self._ip, self._port = self._socket_server.getsockname()[:2]
         self.failure = None  # the SaveError that stopped the server
         self._lock = threading.Lock()  # requests and the host's own changes (release_clients) one at a time
@@ -360,6 +366,8 @@ class SafeControllerServer(ControllerServer):
         return len(self._controller.clients_to_tell())
 
     def run(self):
+        """Overrides PaddleSlim's, whose thread ends on a malformed message and which reads one recv(1024): each
+        request read whole, answered under the lock, written down before the reply."""
         while not self._closed:
             try:
                 conn, addr = self._socket_server.accept()
@@ -437,17 +445,6 @@ class SafeControllerServer(ControllerServer):
         return tokens, reward, iteration, fields[4]
 
 
-def _close_in_forked_children(sock):
-    """Data-loader workers are forked: without this they keep the controller's port open, even after a kill."""
-    ref = weakref.ref(sock)
-
-    def close():
-        alive = ref()
-        if alive is not None:
-            alive.close()
-    os.register_at_fork(after_in_child=close)
-
-
 def _receive(conn):
     """One request: everything until the peer stops sending (EOF or a short pause), at most MAX_MESSAGE bytes."""
     conn.settimeout(5.0)
@@ -473,7 +470,8 @@ class NotAController(ConfigError):
 
 class SafeControllerClient:
     """Talks to the controller server. A controller that is not up yet or stopped answering (its host crashed)
-    is retried with backoff for ``wait_seconds``, one log line per outage; then ControllerGone."""
+    is retried with backoff for ``wait_seconds``, one log line per outage; then ControllerGone. In place of
+    PaddleSlim's ControllerClient, which ``eval``s the server's reply and calls ``os._exit(0)`` when it is gone."""
 
     def __init__(self, server_ip, server_port, key, client_name, wait_seconds=0):
         self.address = (server_ip, server_port)
@@ -636,9 +634,10 @@ def _scene_problem(scene, ranges):
 class SearchController:
     """Next tokens and rewards for one search client; the first client (``is_server``) also hosts the server."""
 
-    def __init__(self, space_name, space, server_ip='', server_port=8999, is_server=True, init_temperature=None,
-                 reduce_rate=0.85, search_steps=300, save_dir='nas_checkpoint', load_checkpoint=None,
-                 client_name=None, controller_wait=DEFAULT_CONTROLLER_WAIT, client_lease=None, seed=0):
+    def __init__(self, space_name, space, server_ip='', server_port=Settings.server_port, is_server=True,
+                 init_temperature=None, reduce_rate=Settings.reduce_rate, search_steps=Settings.search_steps,
+                 save_dir=Settings.save_dir, load_checkpoint=None, client_name=None,
+                 controller_wait=DEFAULT_CONTROLLER_WAIT, client_lease=None, seed=Settings.seed):
         """``client_name`` should stay the same when a killed client is resumed (its history file's name), so
         the controller can release the candidate it lost; ``controller_wait``: seconds a client (not the host)
         waits for a controller that is not up or stopped answering; ``client_lease``: see ClientLease (None: the
@@ -684,11 +683,6 @@ class SearchController:
                                   'free port'.format(self.server_port, self.server_ip)) from None
             raise ConfigError('cannot listen on {}:{} ({}); check server_ip and server_port'.format(
                 self.server_ip, self.server_port, e.strerror)) from None
-
-    @property
-    def rewarded(self):
-        """How many rewards the controller has taken (its iteration), when this process hosts it."""
-        return self.controller._iter if self.controller is not None else None
 
     def rewarded_so_far(self):
         """The whole search's reward count, asked of the controller by a client (None if it does not answer at

@@ -15,7 +15,6 @@ from ppdet.core.workspace import ConfigError
 from ppdet.data.reader import check_reader
 from ppdet.data.source.widerface import DatasetError
 from ppdet.slim.nas.constraint import space_values
-from ppdet.slim.nas.vocabulary import setting
 
 __all__ = ['check_search_inputs', 'check_readers', 'get_dataset_hint']
 
@@ -124,7 +123,7 @@ def check_search_inputs(setup):
     if bounds:
         problems.append(bounds)
     if not problems:
-        save_dir = _save_dir_problem(setting(setup.cfg, 'save_dir'))
+        save_dir = _save_dir_problem(setup.settings.save_dir)
         problems += [save_dir] if save_dir else []
     if problems:
         raise ConfigError('\n'.join(problems))

@@ -18,7 +18,6 @@ import numpy as np
 
 from ppdet.slim.nas.files import write_csv
 from ppdet.slim.nas.tokens import Tokens
-from ppdet.slim.nas.vocabulary import setting
 
 __all__ = ['RerankPlan', 'Ranked', 'top_candidates', 'rerank_jobs', 'rank', 'write_rerank_csv']
 
@@ -31,15 +30,15 @@ SUPERNET_RERANK = 5  # rerank_top_k's default with evaluator: supernet (a score 
 
 @dataclass
 class RerankPlan:
-    top_k: int = 0
-    seeds: int = 2
+    top_k: int
+    seeds: int
     counts_reward: bool = True  # the search's reward is a training of the base seed (evaluator: train)
 
     @classmethod
-    def from_config(cls, cfg):
-        scored = setting(cfg, 'evaluator') == 'supernet'
-        return cls(int(cfg.get('rerank_top_k', SUPERNET_RERANK if scored else 0)), int(cfg.get('rerank_seeds', 2)),
-                   not scored)
+    def from_settings(cls, settings):
+        scored = settings.evaluator == 'supernet'
+        top_k = settings.rerank_top_k if settings.rerank_top_k is not None else SUPERNET_RERANK if scored else 0
+        return cls(top_k, settings.rerank_seeds, not scored)
 
     def seeds_of(self, base_seed):
         """The re-trainings' seeds: base+1 .. base+s after a search that trained base, else base .. base+s-1."""

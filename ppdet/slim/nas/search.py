@@ -20,18 +20,18 @@ import os
 import time
 
 from ppdet.core.workspace import ConfigError
-from ppdet.slim.nas.candidate import CandidateTrainer, PruningCheck, select_device
+from ppdet.slim.nas.candidate import CandidateTrainer, PruningCheck
 from ppdet.slim.nas.distributed import Ranks
 from ppdet.slim.nas.files import SaveError
 from ppdet.slim.nas.inherit import Parent, parent_weights
 from ppdet.slim.nas.preflight import check_search_inputs
 from ppdet.slim.nas.report import write_report
 from ppdet.slim.nas.rerank import RerankPlan, rank, rerank_jobs, write_rerank_csv
-from ppdet.slim.nas.strategies import StrategyError, make_strategy, prune_interval
-from ppdet.slim.nas.supernet import (SupernetScorer, SupernetSettings, load_supernet, train_supernet,
+from ppdet.slim.nas.strategies import StrategyError, make_strategy
+from ppdet.slim.nas.supernet import (SupernetScorer, load_supernet, train_supernet,
                                      weight_dirs)
 from ppdet.slim.nas.tokens import Tokens
-from ppdet.slim.nas.vocabulary import RERANK_NAME, SUPERNET_DIR, Status, candidate_dir, setting
+from ppdet.slim.nas.vocabulary import RERANK_NAME, SUPERNET_DIR, Status, candidate_dir
 from ppdet.utils.stats import eta_string
 
 __all__ = ['NasSearch', 'SearchError', 'build_search']
@@ -44,28 +44,27 @@ class SearchError(RuntimeError):
     """The search cannot go on (the constraint rejects everything it samples, or the controller is gone)."""
 
 
-def build_search(setup, resume_dir=None, fp16=False, loss_scale=8.0, ranks=None, device=None, local_worker=False,
-                 train=None, report=write_report):
+def build_search(setup, resume_dir=None, fp16=False, loss_scale=8.0, ranks=None, local_worker=False, train=None,
+                 report=write_report):
     """The search loop and its parts, from a checked config: a ``CandidateTrainer``, the strategy the config names
     (on the main rank only), and ``train``, one training of a candidate (by default the trainer's; a benchmark or a
     test gives a function of the tokens instead). Mistakes (inputs, storage, controller, supernet weights of
     another space) are one line, raised here before any network is built.
 
-    ``device``: where candidates train ('cpu', 'gpu', 'gpu:2'); by default from ``use_gpu``. ``local_worker``:
+    Candidates train on the process's device, which its entry point set (``paddle.set_device``). ``local_worker``:
     started by a ``--workers`` host on this machine (shares its save_dir). ``report``: ``write_report`` or one
     with its signature."""
     check_search_inputs(setup)  # before the controller listens or anything is built
     if setup.note and not local_worker:  # the host has said it for this machine's workers
         logger.info('%s', setup.note)
-    cfg = setup.cfg
+    settings = setup.settings
     ranks = ranks or Ranks.from_env()
-    if setting(cfg, 'pruner') != 'none' and ranks.world_size > 1:
+    if settings.pruner != 'none' and ranks.world_size > 1:
         raise ConfigError('pruner {} stops a candidate on rank 0 only; with a multi-process launch set pruner: '
-                          'none'.format(setting(cfg, 'pruner')))
-    trainer = CandidateTrainer(cfg, device or select_device(setting(cfg, 'use_gpu')), fp16, loss_scale,
-                               seed=int(setting(cfg, 'seed')), ranks=ranks)
+                          'none'.format(settings.pruner))
+    trainer = CandidateTrainer(setup.cfg, fp16, loss_scale, seed=settings.seed, ranks=ranks)
     search = NasSearch(setup, trainer, ranks, train, report)
-    if setting(cfg, 'evaluator') == 'supernet' and search.supernet_dirs:
+    if settings.evaluator == 'supernet' and search.supernet_dirs:
         search.prepare_supernet()  # weights of another space are one line before a controller or study starts
     if ranks.is_main:  # storage and controller problems are one line before any network is built
         search.strategy = make_strategy(setup, search.save_dir, resume_dir, local_worker)
@@ -78,27 +77,27 @@ class NasSearch:
     the strategy."""
 
     def __init__(self, setup, trainer, ranks, train=None, report=write_report):
-        cfg = setup.cfg
-        self.setup, self.cfg, self.trainer, self.ranks = setup, cfg, trainer, ranks
+        settings = setup.settings
+        self.setup, self.cfg, self.trainer, self.ranks = setup, setup.cfg, trainer, ranks
         self.strategy = None  # build_search's, on the main rank
         self.train = train or self._train_with_trainer
         self.write_report = report
-        self.save_dir = setting(cfg, 'save_dir')
-        self.search_steps = int(setting(cfg, 'search_steps'))
-        self.max_skips = int(setting(cfg, 'max_consecutive_skips'))
-        self.inherit = bool(setting(cfg, 'inherit_weights'))
-        self.rerank_plan = RerankPlan.from_config(cfg)
-        self.prune_interval = prune_interval(cfg)
+        self.save_dir = settings.save_dir
+        self.search_steps = settings.search_steps
+        self.max_skips = settings.max_consecutive_skips
+        self.inherit = settings.inherit_weights
+        self.rerank_plan = RerankPlan.from_settings(settings)
+        self.prune_interval = settings.pruning_interval
         self.scorer = None  # evaluator: supernet, once prepare_supernet has loaded or trained it
-        self.supernet_dirs = weight_dirs(cfg.get('supernet_weights'))
+        self.supernet_dirs = weight_dirs(setup.cfg.get('supernet_weights'))
 
     def prepare_supernet(self):
         """With ``evaluator: supernet``: load ``supernet_weights`` (one directory or several, whose scores are
         averaged), else train the supernet (every rank) in save_dir/supernet, going on from its checkpoint; returns
         the directories (empty with ``evaluator: train``)."""
-        if setting(self.cfg, 'evaluator') != 'supernet' or self.scorer is not None:
+        if self.setup.settings.evaluator != 'supernet' or self.scorer is not None:
             return self.supernet_dirs
-        settings = SupernetSettings.from_config(self.cfg)
+        settings = self.setup.supernet
         if self.supernet_dirs:
             supernets = [load_supernet(self.cfg, self.setup.pricer, d) for d in self.supernet_dirs]
         else:

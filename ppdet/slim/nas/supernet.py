@@ -42,7 +42,7 @@ from ppdet.modeling.ops import PRIOR_VARIANCES
 from ppdet.slim.nas.candidate import build_blazeface
 from ppdet.slim.nas.files import atomic_save, atomic_write
 from ppdet.slim.nas.inherit import plan_layers, plan_names
-from ppdet.slim.nas.vocabulary import setting
+from ppdet.slim.nas.vocabulary import Settings
 
 __all__ = ['SupernetSettings', 'Supernet', 'SupernetError', 'SlicedConv', 'train_supernet', 'load_supernet',
            'SupernetScorer', 'EVALUATORS', 'WEIGHTS', 'META', 'CHECKPOINT', 'weight_dirs']
@@ -78,7 +78,7 @@ class SupernetSettings:
         """The settings, each checked (a one-line ConfigError naming the key)."""
         values = dict(SUPERNET_DEFAULTS, **{k: cfg[k] for k in SUPERNET_DEFAULTS if k in cfg})
         values['supernet_iters'] = cfg.get('supernet_iters',
-                                           SUPERNET_ITERS_PER_CANDIDATE * int(setting(cfg, 'max_iters')))
+                                           SUPERNET_ITERS_PER_CANDIDATE * Settings.from_config(cfg).max_iters)
         for key in ('supernet_iters', 'supernet_calib_batches', 'supernet_snapshot_iters', 'supernet_random'):
             low = 0 if key == 'supernet_random' else 1
             if isinstance(values[key], bool) or not isinstance(values[key], int) or values[key] < low:

@@ -1,15 +1,17 @@
 """The search's vocabulary, in one place: what a candidate's status may be, the files and folders a search writes in
-its save_dir, how its tokens are named as parameters, and the default of every config key the search loop and its
-strategies read. A module that writes or reads one of these names it from here, so that two sides cannot drift
-apart (a status written by one module and refused by another, a parameter spelled one way on the re-ranking board
-and read another)."""
+its save_dir, how its tokens are named as parameters, and the typed settings (every config key the search loop and
+its strategies read, with its default). A module that writes or reads one of these names it from here, so that two
+sides cannot drift apart (a status written by one module and refused by another, a parameter spelled one way on the
+re-ranking board and read another)."""
+import dataclasses
 import enum
 import os
+from typing import Optional
 
 __all__ = ['Status', 'HISTORY_STATUSES', 'REWARDED', 'PRICED_OUT', 'CLAIMED', 'HISTORY_NAME', 'CHECKPOINT_NAME',
            'STUDY_FILE', 'SUPERNET_DIR', 'CANDIDATES_DIR', 'WEIGHTS_NAME', 'RERANK_NAME', 'PARETO_NAME',
-           'BEST_STRUCTURE_NAME', 'candidate_dir', 'candidate_weights', 'study_param', 'board_param', 'DEFAULTS',
-           'setting']
+           'BEST_STRUCTURE_NAME', 'candidate_dir', 'candidate_weights', 'study_param', 'board_param', 'Settings',
+           'defaults']
 
 
 class Status(enum.StrEnum):
@@ -62,17 +64,61 @@ def board_param(index):
     return 't{}'.format(index)
 
 
-# The default of every config key the search loop and its strategies read (config.py checks the values).
-DEFAULTS = {'search_steps': 300, 'max_iters': 5000, 'seed': 0, 'save_dir': 'nas_checkpoint', 'strategy': 'sanas',
-            'evaluator': 'train', 'max_consecutive_skips': 10000, 'inherit_weights': False, 'use_gpu': False,
-            'log_iter': 20, 'log_smooth_window': 20, 'search_space': 'BlazeFaceNasSpace', 'num_classes': 2,
-            'is_server': True, 'server_ip': '', 'server_port': 8999, 'reduce_rate': 0.85, 'max_client_wait': 86400,
-            'study_name': 'blazeface-nas', 'population_size': 20, 'tournament_size': 5, 'tpe_startup_trials': 10,
-            'heartbeat_interval': 10, 'heartbeat_grace': 60, 'pruner': 'none', 'largest_sample': 2000,
-            'warm_start': 0}
-# (the re-ranking's defaults depend on the evaluator: rerank.py's RerankPlan)
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The top-level keys the search loop and its strategies read, typed, each with its default (the original's
+    where it had one). ``config.load_search_config`` makes the one instance a search uses (``SearchSetup.settings``)
+    and checks it; nothing else holds a default. ``None``: the default depends on another key (see the property)."""
+    search_steps: int = 300
+    max_iters: int = 5000
+    seed: int = 0
+    save_dir: str = 'nas_checkpoint'
+    strategy: str = 'sanas'
+    evaluator: str = 'train'
+    max_consecutive_skips: int = 10000
+    inherit_weights: bool = False
+    use_gpu: bool = False
+    log_iter: int = 20
+    log_smooth_window: int = 20
+    search_space: str = 'BlazeFaceNasSpace'
+    num_classes: int = 2
+    # sanas: the controller and its clients
+    is_server: bool = True
+    server_ip: str = ''
+    server_port: int = 8999
+    reduce_rate: float = 0.85
+    init_temperature: Optional[float] = None  # None: PaddleSlim's
+    max_client_wait: float = 86400
+    controller_wait: float = 300  # seconds a client waits for a controller that stopped answering
+    client_lease: Optional[float] = None  # None: adaptive (controller.ClientLease)
+    # the study strategies
+    storage: Optional[str] = None  # None: save_dir/study.db
+    study_name: str = 'blazeface-nas'
+    population_size: int = 20
+    tournament_size: int = 5
+    tpe_startup_trials: int = 10
+    heartbeat_interval: int = 10
+    heartbeat_grace: int = 60
+    pruner: str = 'none'
+    prune_interval: Optional[int] = None  # None: max_iters // 3
+    largest_sample: int = 2000
+    warm_start: int = 0
+    # the re-ranking
+    rerank_top_k: Optional[int] = None  # None: 0 (off) with evaluator train, rerank.SUPERNET_RERANK with supernet
+    rerank_seeds: int = 2
+
+    @classmethod
+    def from_config(cls, cfg):
+        """The values ``cfg`` gives, the defaults for the rest (unchecked: config.py checks them)."""
+        return cls(**{f.name: cfg[f.name] for f in dataclasses.fields(cls) if f.name in cfg})
+
+    @property
+    def pruning_interval(self):
+        """Iterations between a pruned search's intermediate evaluations: ``prune_interval``, else a third of
+        ``max_iters`` (two looks before the end)."""
+        return self.prune_interval if self.prune_interval is not None else max(self.max_iters // 3, 1)
 
 
-def setting(cfg, key):
-    """``cfg``'s value of ``key``, or its default."""
-    return cfg.get(key, DEFAULTS[key])
+def defaults():
+    """Every key's default, by name (``None`` where it depends on another key)."""
+    return {f.name: f.default for f in dataclasses.fields(Settings)}

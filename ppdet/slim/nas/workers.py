@@ -31,7 +31,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.files import SaveError
 from ppdet.slim.nas.search import SearchError, build_search
-from ppdet.slim.nas.vocabulary import setting
+from ppdet.slim.nas.vocabulary import Settings
 from ppdet.utils.processes import EXIT_ORPHANED
 
 __all__ = ['WorkerSlot', 'WorkerPlan', 'plan_workers', 'parse_worker_count', 'parse_gpu_ids', 'reader_overrides',
@@ -262,11 +262,12 @@ class Supervisor:
 def resolve_plan(cfg: dict, workers_flag: Optional[str], gpus_flag: Optional[str]) -> WorkerPlan:
     """The plan from ``--workers`` (else the config's ``workers``; ``auto`` when only ``--gpus`` is given) and
     ``--gpus``, with every mistake a one-line error before anything starts."""
+    settings = Settings.from_config(cfg)
     source = '--workers' if workers_flag is not None else 'workers (config key)'
     value = workers_flag if workers_flag is not None else cfg.get('workers', AUTO if gpus_flag else 1)
     requested = parse_worker_count(value, source)
     if workers_flag is not None or gpus_flag is not None or requested != 1:
-        if not setting(cfg, 'is_server'):
+        if not settings.is_server:
             raise ConfigError('{} {}: this config joins another host\'s search (is_server: false); local workers '
                               'are started by the host: drop {} here, or set is_server: true'.format(
                                   source, value, source.split()[0]))
@@ -274,7 +275,7 @@ def resolve_plan(cfg: dict, workers_flag: Optional[str], gpus_flag: Optional[str
             raise ConfigError('{} {}: under paddle.distributed.launch each candidate already uses every rank; choose '
                               'one: --workers (candidates side by side) or the launcher (one candidate on all '
                               'devices)'.format(source, value))
-    return plan_workers(requested, bool(setting(cfg, 'use_gpu')), _visible_gpus(), _cores(),
+    return plan_workers(requested, settings.use_gpu, _visible_gpus(), _cores(),
                         parse_gpu_ids(gpus_flag) if gpus_flag is not None else None,
                         os.environ.get('CUDA_VISIBLE_DEVICES'))
 
@@ -310,7 +311,7 @@ def run_search(setup, plan: WorkerPlan, config: str, overrides: dict, resume_dir
         setup = dataclasses.replace(setup, cfg=cfg)
     if plan.count > 1:
         logger.info('%s', plan.describe())
-    search = build_search(setup, resume_dir, fp16, loss_scale, device=plan.slots[0].device)
+    search = build_search(setup, resume_dir, fp16, loss_scale)
     if plan.count == 1:
         return search.run()
     save_dir = os.path.abspath(search.save_dir)

@@ -13,21 +13,14 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from ppdet.slim.nas.tokens import Tokens
-from ppdet.slim.nas.vocabulary import REWARDED, setting
+from ppdet.slim.nas.vocabulary import REWARDED
 
-__all__ = ['Job', 'Strategy', 'StrategyError', 'STRATEGIES', 'PRUNERS', 'PRUNING_STRATEGIES', 'prune_interval',
-           'make_strategy']
+__all__ = ['Job', 'Strategy', 'StrategyError', 'STRATEGIES', 'PRUNERS', 'PRUNING_STRATEGIES', 'make_strategy']
 
 STRATEGIES = ('sanas', 'random', 'evolution', 'tpe', 'nsga2', 'largest')
 # early stopping of poor candidates (Optuna's pruners), for the single-objective study strategies
 PRUNERS = ('none', 'median', 'successive_halving', 'hyperband')
 PRUNING_STRATEGIES = ('random', 'evolution', 'tpe')
-
-
-def prune_interval(cfg):
-    """Iterations between a pruned search's intermediate evaluations: ``prune_interval``, else a third of
-    ``max_iters`` (two looks before the end)."""
-    return int(cfg.get('prune_interval', max(int(setting(cfg, 'max_iters')) // 3, 1)))
 
 
 class StrategyError(RuntimeError):
@@ -123,7 +116,7 @@ class Strategy:
 def make_strategy(setup, save_dir, resume_dir=None, local_worker=False):
     """The strategy the config's ``strategy`` key names (checked by ``config.py``). ``local_worker``: this process
     was started by a ``--workers`` host on this machine (it shares the host's save_dir)."""
-    if setting(setup.cfg, 'strategy') == 'sanas':
+    if setup.settings.strategy == 'sanas':
         from ppdet.slim.nas.strategies.sanas import SanasStrategy
         return SanasStrategy(setup, save_dir, resume_dir, local_worker)
     from ppdet.slim.nas.strategies.study import StudyStrategy

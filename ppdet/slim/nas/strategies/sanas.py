@@ -14,14 +14,14 @@ import warnings
 
 import optuna
 
-from ppdet.slim.nas.controller import DEFAULT_CONTROLLER_WAIT, SearchController
+from ppdet.slim.nas.controller import SearchController
 from ppdet.slim.nas.files import History, claim_history, dead_histories
 from ppdet.slim.nas.inherit import parent_weights
 from ppdet.slim.nas.strategies import Job, Strategy
 from ppdet.slim.nas.strategies.storage import JobBoard, default_storage_url, open_storage
 from ppdet.slim.nas.strategies.study import metric_names, param_names
 from ppdet.slim.nas.tokens import Tokens
-from ppdet.slim.nas.vocabulary import CHECKPOINT_NAME, setting
+from ppdet.slim.nas.vocabulary import CHECKPOINT_NAME
 
 __all__ = ['SanasStrategy', 'MIRROR_STUDY']
 
@@ -34,20 +34,19 @@ class SanasStrategy(Strategy):
 
     def __init__(self, setup, save_dir, resume_dir=None, local_worker=False):
         """``resume_dir``: the save_dir of the search resumed with -r (its controller checkpoint), or None."""
-        cfg = setup.cfg
+        settings = setup.settings
         resume = resume_dir is not None
         self.setup, self.save_dir = setup, save_dir
         self.metric = setup.constraint.metric
-        self.is_server = bool(setting(cfg, 'is_server'))
+        self.is_server = settings.is_server
         self.shares_save_dir = self.is_server or local_worker
-        self.max_client_wait = float(setting(cfg, 'max_client_wait'))
+        self.max_client_wait = float(settings.max_client_wait)
         self.history = claim_history(save_dir, self.is_server, resume)
         self.controller = SearchController(
-            setup.space_name, setup.space, setting(cfg, 'server_ip'), setting(cfg, 'server_port'), self.is_server,
-            cfg.get('init_temperature'), setting(cfg, 'reduce_rate'), int(setting(cfg, 'search_steps')), save_dir,
-            resume_dir, self.history.owner, cfg.get('controller_wait', DEFAULT_CONTROLLER_WAIT),
-            seed=int(setting(cfg, 'seed')), client_lease=cfg.get('client_lease'))
-        self.interval = int(setting(cfg, 'heartbeat_interval'))
+            setup.space_name, setup.space, settings.server_ip, settings.server_port, self.is_server,
+            settings.init_temperature, settings.reduce_rate, settings.search_steps, save_dir, resume_dir,
+            self.history.owner, settings.controller_wait, seed=settings.seed, client_lease=settings.client_lease)
+        self.interval = settings.heartbeat_interval
         self._storage = None
         if self.is_server and not resume:
             self._forget_earlier_study()
@@ -131,7 +130,7 @@ class SanasStrategy(Strategy):
     def storage(self):
         if self._storage is None:
             self._storage = open_storage(default_storage_url(self.save_dir), self.interval,
-                                         int(setting(self.setup.cfg, 'heartbeat_grace')))
+                                         self.setup.settings.heartbeat_grace)
         return self._storage
 
     def _forget_earlier_study(self):

@@ -28,13 +28,13 @@ from optuna.trial import TrialState
 
 from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.files import HISTORY_FIELDS, check_resume_dir, write_csv
-from ppdet.slim.nas.strategies import STRATEGIES, Job, Strategy, StrategyError, prune_interval
+from ppdet.slim.nas.strategies import STRATEGIES, Job, Strategy, StrategyError
 from ppdet.slim.nas.strategies.evolution import RegularizedEvolutionSampler
 from ppdet.slim.nas.strategies.largest import LargestFirstSampler, largest_first
 from ppdet.slim.nas.strategies.storage import (Heartbeat, JobBoard, ask_quietly, default_storage_url, fail_stale,
                                                fixed_params, open_storage, shown_url)
 from ppdet.slim.nas.tokens import Tokens
-from ppdet.slim.nas.vocabulary import CLAIMED, HISTORY_NAME, PRICED_OUT, Status, setting, study_param
+from ppdet.slim.nas.vocabulary import CLAIMED, HISTORY_NAME, PRICED_OUT, Status, study_param
 from search_space.blazefacespace_nas import TOKEN_NAMES
 
 __all__ = ['StudyStrategy', 'SearchExhausted', 'first_candidates', 'param_names', 'metric_names', 'used_step',
@@ -121,23 +121,22 @@ def param_names(count):
 
 
 def make_sampler(name, setup, ranges, seed):
-    cfg = setup.cfg
+    settings = setup.settings
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)  # multivariate, constant_liar
         if name == 'random':
             return optuna.samplers.RandomSampler(seed=seed)
         if name == 'tpe':
-            return optuna.samplers.TPESampler(n_startup_trials=setting(cfg, 'tpe_startup_trials'), multivariate=True,
+            return optuna.samplers.TPESampler(n_startup_trials=settings.tpe_startup_trials, multivariate=True,
                                               constant_liar=True, seed=seed)
         if name == 'nsga2':
-            return optuna.samplers.NSGAIISampler(population_size=setting(cfg, 'population_size'), seed=seed)
+            return optuna.samplers.NSGAIISampler(population_size=settings.population_size, seed=seed)
         if name == 'largest':
             # the list from the config's seed, the same on every worker (``seed`` differs for those that join)
-            ordered = largest_first(setup.pricer, setup.constraint, setting(cfg, 'largest_sample'),
-                                    int(setting(cfg, 'seed')))
+            ordered = largest_first(setup.pricer, setup.constraint, settings.largest_sample, settings.seed)
             return LargestFirstSampler(param_names(len(ranges)), ranges, ordered, seed)
-        return RegularizedEvolutionSampler(param_names(len(ranges)), ranges, setting(cfg, 'population_size'),
-                                           setting(cfg, 'tournament_size'), seed)
+        return RegularizedEvolutionSampler(param_names(len(ranges)), ranges, settings.population_size,
+                                           settings.tournament_size, seed)
 
 
 def first_candidates(name, init_tokens, ordered, warm_start):
@@ -151,16 +150,16 @@ def first_candidates(name, init_tokens, ordered, warm_start):
     return first + [list(t) for t in ordered if list(t) != first[0]][:warm_start]
 
 
-def make_pruner(cfg):
+def make_pruner(settings):
     """Optuna's pruner the ``pruner`` key names; steps are training iterations, looked at every
     ``prune_interval``."""
-    name, interval = setting(cfg, 'pruner'), prune_interval(cfg)
+    name, interval = settings.pruner, settings.pruning_interval
     if name == 'median':  # below the median of earlier candidates at the same iteration, after 5 finished
         return optuna.pruners.MedianPruner(n_startup_trials=5)
     if name == 'successive_halving':
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=interval, reduction_factor=3)
     if name == 'hyperband':
-        return optuna.pruners.HyperbandPruner(min_resource=interval, max_resource=int(setting(cfg, 'max_iters')),
+        return optuna.pruners.HyperbandPruner(min_resource=interval, max_resource=settings.max_iters,
                                               reduction_factor=3)
     return optuna.pruners.NopPruner()
 
@@ -176,29 +175,29 @@ def search_signature(setup):
 class StudyStrategy(Strategy):
     def __init__(self, setup, save_dir, resume_dir=None, local_worker=False):
         """``resume_dir``: -r's save_dir (the study in the storage is what resumes)."""
-        cfg = setup.cfg
+        settings = setup.settings
         if resume_dir is not None:
             check_resume_dir(resume_dir)
-        self.name = cfg.get('strategy')
+        self.name = settings.strategy
         self.metric = setup.constraint.metric
-        self.steps = int(setting(cfg, 'search_steps'))
+        self.steps = settings.search_steps
         self.ranges = list(setup.space.range_table())
         self.names = param_names(len(self.ranges))
         self.client = '{}_{}'.format(socket.gethostname(), os.getpid())
-        self.given_storage = cfg.get('storage')
+        self.given_storage = settings.storage
         self.url = self.given_storage or default_storage_url(save_dir)
-        self.interval = int(setting(cfg, 'heartbeat_interval'))
-        self.storage = open_storage(self.url, self.interval, int(setting(cfg, 'heartbeat_grace')))
-        self.study_name = str(setting(cfg, 'study_name'))
+        self.interval = settings.heartbeat_interval
+        self.storage = open_storage(self.url, self.interval, settings.heartbeat_grace)
+        self.study_name = settings.study_name
         self.created = created = self._open(setup, resume_dir is not None)
-        seed = int(setting(cfg, 'seed'))
+        seed = settings.seed
         if not created and (local_worker or self.given_storage):
             # one process alone replays a search from its seed; each worker that joins draws a stream of its own
             seed = int(np.random.SeedSequence([seed, zlib.crc32(self.client.encode())]).generate_state(1)[0])
         self.sampler = PricedOutHidden(make_sampler(self.name, setup, self.ranges, seed))
         self.study.sampler = self.sampler
-        self.study.pruner = make_pruner(cfg)
-        self.prunes = setting(cfg, 'pruner') != 'none'
+        self.study.pruner = make_pruner(settings)
+        self.prunes = settings.pruner != 'none'
         self._duplicates = 0
         self._backoff = random.Random()  # its own generator: workers that gave back wait different moments
 
@@ -223,9 +222,10 @@ class StudyStrategy(Strategy):
                 self.study.set_metric_names(metric_names(self.name, self.metric))
             self.study.set_user_attr('search', signature)
             self.study.set_user_attr('strategy', self.name)
-            count = int(setting(setup.cfg, 'warm_start'))
-            ordered = largest_first(setup.pricer, setup.constraint, setting(setup.cfg, 'largest_sample'),
-                                    int(setting(setup.cfg, 'seed'))) if count else []
+            settings = setup.settings
+            count = settings.warm_start
+            ordered = largest_first(setup.pricer, setup.constraint, settings.largest_sample,
+                                    settings.seed) if count else []
             for tokens in first_candidates(self.name, setup.space.init_tokens(), ordered, count):
                 self.study.enqueue_trial(dict(zip(self.names, tokens)))
             return True
@@ -411,11 +411,11 @@ def init_storage(setup):
     """``train_nas.py --init-storage``: create the tables and the study in ``storage`` once, before the workers
     start (Optuna's own advice for many workers, optuna/optuna#1092; the workers also cope without it). Returns
     the line to print."""
-    cfg = setup.cfg
-    if setting(cfg, 'strategy') == 'sanas' or not cfg.get('storage'):
+    settings = setup.settings
+    if settings.strategy == 'sanas' or not settings.storage:
         raise ConfigError('--init-storage prepares the database of a search on many machines: set strategy to one '
                           'of {} and storage=postgresql://user:password@host/db'.format(', '.join(STRATEGIES[1:])))
-    strategy = StudyStrategy(setup, setting(cfg, 'save_dir'))
+    strategy = StudyStrategy(setup, settings.save_dir)
     try:
         return 'storage {}: study {!r} {}; start the workers with the same command without --init-storage'.format(
             shown_url(strategy.url), strategy.study_name, 'created' if strategy.created else 'was already there')
