@@ -117,18 +117,22 @@ def test_price_arch_quantile_is_a_bound_admitting_that_share(built, tmp_path, mo
     assert prices[3] <= bound <= prices[4]  # the median of the 8 candidates of the space
 
 
-def test_an_interrupted_build_resumes_with_the_missing_keys_only(tmp_path, monkeypatch, capsys):
-    config, table = _config(tmp_path / 'tiny.yml'), str(tmp_path / 'table.txt')
-    real = latency.measure_units
-    batches = []
+def _interrupt_the_second_batch(monkeypatch):
+    """The build measures its first batch of units for real, then gets Ctrl-C; returns the real measure."""
+    real, batches = latency.measure_units, []
 
     def interrupt_second_batch(*args):
         if batches:
             raise KeyboardInterrupt
         batches.append(args)
         return real(*args)
-
     monkeypatch.setattr(latency, 'measure_units', interrupt_second_batch)
+    return real
+
+
+def test_an_interrupted_build_resumes_with_the_missing_keys_only(tmp_path, monkeypatch, capsys):
+    config, table = _config(tmp_path / 'tiny.yml'), str(tmp_path / 'table.txt')
+    real = _interrupt_the_second_batch(monkeypatch)
     code, _, err = _cli(build_tool.main, ['-c', config, '--out', table] + FAST, capsys)
     assert code == 130 and 'rerun' in err
     first = [line.split('\t')[0] for line in _entries(table)]
@@ -357,14 +361,7 @@ def test_cpu_kernels_are_part_of_the_table(built, tmp_path, capsys, monkeypatch)
     timing = argparse.Namespace(warmup=1, repeats=1, rounds=1)
     assert validate_tool.table_timer(LatencyTable.load(table), timing).onednn is False
     onednn = tmp_path / 'onednn.txt'
-    real, batches = latency.measure_units, []
-
-    def first_batch_only(*args):
-        if batches:
-            raise KeyboardInterrupt
-        batches.append(args)
-        return real(*args)
-    monkeypatch.setattr(latency, 'measure_units', first_batch_only)
+    real = _interrupt_the_second_batch(monkeypatch)
     code, _, _ = _cli(build_tool.main, ['-c', config, '--out', str(onednn), '--onednn'] + FAST, capsys)
     monkeypatch.setattr(latency, 'measure_units', real)
     assert code == 130 and LatencyTable.load(str(onednn)).header == table_header('cpu', 1, onednn=True)
