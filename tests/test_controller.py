@@ -34,8 +34,8 @@ def _send(port, payload, shutdown=True):
 
 
 def _state(c):
-    scene = c.controller
-    return scene._iter, scene._max_reward, scene._best_tokens, dict(scene._searched)
+    """What the controller tells of itself: rewards, best, and every rewarded candidate."""
+    return c.rewarded_so_far(), c.best(), c.annealing_tokens(), c.rewards()
 
 
 def test_empty_server_ip_means_loopback(controller):
@@ -62,13 +62,13 @@ def test_garbage_does_not_crash_or_change_state(controller):
     tokens = controller.next_tokens()
     assert len(tokens) == 9
     assert controller.reward(tokens, 0.5, 1) is True
-    assert controller.controller._iter == 1 and controller.best() == (tokens, 0.5)
+    assert controller.rewarded_so_far() == 1 and controller.best() == (tokens, 0.5)
 
 
 def test_reward_counts_once(controller):
     tokens = controller.next_tokens()
     assert controller.reward(tokens, 0.25, 1) and controller.reward(tokens, 0.9, 2)
-    assert controller.controller._iter == 1 and controller.best() == (tokens, 0.25)
+    assert controller.rewarded_so_far() == 1 and controller.best() == (tokens, 0.25)
 
 
 def test_client_never_evaluates_what_it_receives(tmp_path):
