@@ -315,7 +315,7 @@ def test_a_silent_clients_candidates_go_to_others_and_late_rewards_count_once(tm
         host.server.release_silent()  # what the host's wait does
         assert host.controller.lost == [x, z] and host.controller.in_flight == {','.join(map(str, mine)): 'host'}
         assert 'client a has been silent for 2s, longer than the lease (client_lease 1.5s), so' in caplog.text
-        assert a.update(x, 0.4, 1) and host.rewarded_so_far() == 1 and host.controller.lost == [z]  # late, still counted
+        assert a.update(x, 0.4, 1) and host.rewarded_so_far() == 1 and host.controller.lost == [z]  # late, counted
         assert b.next_tokens() == z, 'handed out again to another client'
         assert c.update(z, 0.3, 1) and b.update(z, 0.35, 1) and host.rewarded_so_far() == 2  # its first report counts
         assert host.reward(mine, 0.2, 1) and host.rewarded_so_far() == 3 and host.server.in_flight() == 0

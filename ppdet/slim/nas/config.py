@@ -130,8 +130,9 @@ def _check_strategy_keys(path, cfg, settings):
     if strategy not in STRATEGIES:
         raise ConfigError('{}: strategy is {!r}; use one of {}'.format(path, strategy, ', '.join(STRATEGIES)))
     for key in POSITIVE_KEYS:
-        if getattr(settings, key) < 1:
-            raise ConfigError('{}: {} is {!r}; it must be a whole number >= 1'.format(path, key, getattr(settings, key)))
+        value = getattr(settings, key)
+        if value < 1:
+            raise ConfigError('{}: {} is {!r}; it must be a whole number >= 1'.format(path, key, value))
     grace, interval = settings.heartbeat_grace, settings.heartbeat_interval
     if grace <= interval:
         raise ConfigError('{}: heartbeat_grace ({}) must exceed heartbeat_interval ({}), or every worker looks '

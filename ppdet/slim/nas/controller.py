@@ -268,9 +268,9 @@ class AnnealingController(SAController):
 
     def update(self, tokens, reward, iter, client_num=1):
         """Overrides PaddleSlim's: its acceptance draw reads numpy's global generator, which the data pipeline
-        reseeded (every step replayed one list of edits). PaddleSlim 2.6's ``SAController.update`` with one change: the acceptance draw comes from the controller's
-        own generator rather than numpy's global one. The arithmetic is PaddleSlim's (a draw only when the reward is
-        not higher), and so is the log line, through PaddleSlim's logger."""
+        reseeded (every step replayed one list of edits). PaddleSlim 2.6's ``SAController.update`` with one change:
+        the acceptance draw comes from the controller's own generator rather than numpy's global one. The arithmetic
+        is PaddleSlim's (a draw only when the reward is not higher), and so is the log line, through its logger."""
         iter = int(iter)
         if iter > self._iter:
             self._iter = iter
@@ -317,8 +317,9 @@ class SafeControllerServer(ControllerServer):
     tell, releasing the dead."""
 
     def start(self, bind_wait=3.0):
-        """Overrides PaddleSlim's (which binds once and logs): listen, with SO_REUSEADDR; a port still held (by a killed search's process, in the moment it takes to end) is retried a
-        while. (Data workers hold no copy of it: DataWorkerGuard closes their inherited listeners.)"""
+        """Overrides PaddleSlim's (which binds once): listen, with SO_REUSEADDR; a port still held (by a killed
+        search's process, in the moment it takes to end) is retried a while. (Data workers hold no copy of it:
+        DataWorkerGuard closes their inherited listeners.)"""
         self._socket_server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket_server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         deadline = time.time() + bind_wait
