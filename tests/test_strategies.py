@@ -12,10 +12,15 @@ from optuna.trial import TrialState
 from postgres_server import PASSWORD, postgres_server
 from search_fixtures import dashboard as _dashboard, fixed_reward_search, free_port, read_until, run_search, \
     start_search, tiny_config, tiny_dataset, wait_until_gone
+from ppdet.core.workspace import ConfigError
+from ppdet.slim.nas.config import load_search_config
+from ppdet.slim.nas.search import SearchError, build_search
+from ppdet.slim.nas.strategies import make_strategy
 from ppdet.slim.nas.strategies.evolution import RegularizedEvolutionSampler
+from ppdet.slim.nas.strategies.largest import largest_first
 from ppdet.slim.nas.strategies.storage import JobBoard, default_storage_url, open_storage
-from ppdet.slim.nas.strategies.study import param_names
-from ppdet.slim.nas.tokens import Tokens
+from ppdet.slim.nas.strategies.study import SearchExhausted, param_names
+from ppdet.slim.nas.tokens import Tokens, sample_candidates
 from search_space.blazefacespace_nas import BlazeFaceNasSpace
 
 STUDY = 'blazeface-nas'
@@ -157,8 +162,6 @@ def test_every_strategy_completes_a_real_search_with_the_outputs(tmp_path, datas
 
 
 def test_a_resumed_study_trains_only_the_new_steps_and_a_new_search_there_is_refused(tmp_path, dataset):
-    from ppdet.core.workspace import ConfigError
-    from ppdet.slim.nas.config import load_search_config
     config = tiny_config(tmp_path, dataset, strategy='random', search_steps=2, max_iters=2)
     save_dir = str(tmp_path / 'out')
     first = []
@@ -197,7 +200,6 @@ def _dashboard_studies(url, tmp_path):
                                                   ('nsga2', ['AP', 'flops'])])
 def test_the_dashboard_shows_priced_out_candidates_as_pruned_and_the_objective_as_ap(tmp_path, dataset, strategy,
                                                                                      objectives):
-    from ppdet.slim.nas.config import load_search_config
     config = tiny_config(tmp_path, dataset, strategy=strategy, search_steps=2, max_iters=2)
     fixed_reward_search(load_search_config(config, {'Constraint.max_constraint': 2700000})).run()  # rejects some
     save_dir = str(tmp_path / 'out')
@@ -217,7 +219,6 @@ def test_the_dashboard_shows_priced_out_candidates_as_pruned_and_the_objective_a
 
 
 def test_a_sanas_search_is_mirrored_into_a_study_the_dashboard_shows(tmp_path, dataset):
-    from ppdet.slim.nas.config import load_search_config
     fixed_reward_search(load_search_config(tiny_config(tmp_path, dataset, search_steps=2, max_iters=2))).run()
     save_dir = str(tmp_path / 'out')
     mirror = _study(save_dir, 'sanas').get_trials()
@@ -253,8 +254,6 @@ def test_a_storage_that_refuses_or_cannot_be_reached_is_one_line_without_the_pas
 
 
 def test_a_study_made_for_another_constraint_is_refused(tmp_path, dataset, postgres):
-    from ppdet.core.workspace import ConfigError
-    from ppdet.slim.nas.config import load_search_config
     name = 'other-constraint'
     config = tiny_config(tmp_path, dataset, strategy='random', search_steps=1, max_iters=1, study_name=name)
     fixed_reward_search(load_search_config(config, {'storage': postgres})).run()
@@ -302,8 +301,6 @@ def _priced_row(setup, job):
 
 
 def test_a_candidate_below_the_median_is_pruned_and_uses_a_step_but_is_never_the_best(tmp_path, dataset):
-    from ppdet.slim.nas.config import load_search_config
-    from ppdet.slim.nas.strategies import make_strategy
     config = tiny_config(tmp_path, dataset, strategy='random', search_steps=7, pruner='median', max_iters=30,
                          prune_interval=10)
     setup = load_search_config(config)
@@ -328,8 +325,6 @@ def test_a_candidate_below_the_median_is_pruned_and_uses_a_step_but_is_never_the
 
 
 def _strategy(tmp_path, dataset, **values):
-    from ppdet.slim.nas.config import load_search_config
-    from ppdet.slim.nas.strategies import make_strategy
     os.makedirs(str(tmp_path), exist_ok=True)
     setup = load_search_config(tiny_config(tmp_path, dataset, **values))
     return setup, make_strategy(setup, str(tmp_path / 'out'))
@@ -342,7 +337,6 @@ def _train(setup, strategy, job, ap=0.2):
 
 
 def test_largest_trains_exactly_the_most_expensive_admitted_candidates_of_its_sample(tmp_path, dataset):
-    from ppdet.slim.nas.tokens import sample_candidates
     setup, strategy = _strategy(tmp_path, dataset, strategy='largest', search_steps=4, largest_sample=60, seed=3)
     by_hand = sorted((setup.pricer.price(t).flops, t) for t in sample_candidates(setup.space, 60, 3))
     admitted = [t for flops, t in by_hand if 1e6 <= flops <= 12e6]  # tiny_config's bounds
@@ -357,7 +351,6 @@ def test_largest_trains_exactly_the_most_expensive_admitted_candidates_of_its_sa
 
 @pytest.mark.parametrize('name', ['tpe', 'evolution'])
 def test_warm_start_trains_the_published_structure_then_the_most_expensive_admitted(tmp_path, dataset, name):
-    from ppdet.slim.nas.strategies.largest import largest_first
     setup, strategy = _strategy(tmp_path, dataset, strategy=name, search_steps=5, warm_start=3, largest_sample=60,
                                 seed=3)
     expected = [list(setup.space.init_tokens())] + [
@@ -376,8 +369,6 @@ def test_warm_start_trains_the_published_structure_then_the_most_expensive_admit
     ({'strategy': 'largest', 'warm_start': 5}, 'strategy largest does not take it'),
 ])
 def test_a_warm_start_that_cannot_work_is_one_line(tmp_path, dataset, values, says):
-    from ppdet.core.workspace import ConfigError
-    from ppdet.slim.nas.config import load_search_config
     with pytest.raises(ConfigError) as e:
         load_search_config(tiny_config(tmp_path, dataset, **values))
     assert says in str(e.value) and '\n' not in str(e.value)
@@ -386,7 +377,6 @@ def test_a_warm_start_that_cannot_work_is_one_line(tmp_path, dataset, values, sa
 def test_near_limit_trains_only_candidates_close_to_the_limit(tmp_path, dataset):
     """With Constraint.near_limit 0.5 every trained candidate is within 50% below the limit, and those below are
     skipped."""
-    from ppdet.slim.nas.config import load_search_config
     setup = load_search_config(tiny_config(tmp_path, dataset, strategy='tpe', search_steps=3),
                                {'Constraint.near_limit': 0.5})
     search = fixed_reward_search(setup)
@@ -398,9 +388,6 @@ def test_near_limit_trains_only_candidates_close_to_the_limit(tmp_path, dataset)
 
 
 def test_a_strategy_that_cannot_go_on_stops_the_loop_with_its_one_line_and_is_closed(tmp_path, dataset):
-    from ppdet.slim.nas.config import load_search_config
-    from ppdet.slim.nas.search import SearchError
-    from ppdet.slim.nas.strategies.study import SearchExhausted
     search = fixed_reward_search(load_search_config(tiny_config(tmp_path, dataset, strategy='random',
                                                                  search_steps=2)))
     asked, closed = search.strategy.ask, []
@@ -474,8 +461,6 @@ def test_a_re_proposed_trained_candidate_is_given_back_as_duplicate(tmp_path, da
 
 
 def test_a_priced_out_candidate_is_pruned_before_training_and_uses_no_step(tmp_path, dataset):
-    from ppdet.slim.nas.config import load_search_config
-    from ppdet.slim.nas.strategies import make_strategy
     setup = load_search_config(tiny_config(tmp_path, dataset, strategy='tpe', search_steps=2))
     strategy = make_strategy(setup, str(tmp_path / 'out'))
     job = strategy.ask()
@@ -495,8 +480,6 @@ def test_a_priced_out_candidate_is_pruned_before_training_and_uses_no_step(tmp_p
 
 def test_a_pruned_search_evaluates_its_candidates_part_way(tmp_path, dataset):
     """The real loop, real trainings: every candidate reports its AP at the interval before the end to the study."""
-    from ppdet.slim.nas.config import load_search_config
-    from ppdet.slim.nas.search import build_search
     config = tiny_config(tmp_path, dataset, strategy='tpe', search_steps=3, max_iters=2, prune_interval=1,
                          pruner='hyperband', tpe_startup_trials=1)
     build_search(load_search_config(config)).run()
@@ -512,8 +495,6 @@ def test_a_pruned_search_evaluates_its_candidates_part_way(tmp_path, dataset):
 ])
 def test_a_pruner_that_cannot_work_is_one_line(tmp_path, dataset, values, says):
     """At config load, before anything starts (train_nas.py prints a ConfigError as its one line: test_bad_input)."""
-    from ppdet.core.workspace import ConfigError
-    from ppdet.slim.nas.config import load_search_config
     with pytest.raises(ConfigError) as e:
         load_search_config(tiny_config(tmp_path, dataset, **values))
     assert says in str(e.value) and '\n' not in str(e.value)

@@ -1,14 +1,16 @@
 """The search's vocabulary (ppdet/slim/nas/vocabulary.py): each default lives there once, and is the one the docs
 state; each status a search writes is one its readers accept."""
+import dataclasses
 import os
 import re
 
 import pytest
 import yaml
 
-from ppdet.slim.nas.vocabulary import HISTORY_STATUSES, Settings, Status, defaults
+from ppdet.slim.nas.vocabulary import HISTORY_STATUSES, Settings, Status
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(Settings)}  # None: the default depends on another key
 
 
 def _documented():
@@ -17,18 +19,18 @@ def _documented():
     return {m.group(1): m.group(2).strip() for m in re.finditer(r'^\| `(\w+)` \| ([^|]*) \|', text, re.M)}
 
 
-@pytest.mark.parametrize('key', sorted(defaults()))
+@pytest.mark.parametrize('key', sorted(DEFAULTS))
 def test_every_default_is_the_one_docs_configuration_states(key):
     """A default that depends on another key (None in Settings) is stated in words; the others as values."""
     documented = _documented()
     assert key in documented, 'docs/configuration.md has no row for {}'.format(key)
-    if defaults()[key] is not None:
-        assert yaml.safe_load(documented[key].replace('`', '')) == defaults()[key]
+    if DEFAULTS[key] is not None:
+        assert yaml.safe_load(documented[key].replace('`', '')) == DEFAULTS[key]
 
 
 def test_settings_read_the_config_first_then_the_default():
     assert Settings.from_config({'search_steps': 7}).search_steps == 7
-    assert Settings.from_config({}).search_steps == defaults()['search_steps']
+    assert Settings.from_config({}).search_steps == DEFAULTS['search_steps']
     assert Settings.from_config({'not_a_key': 1}) == Settings()  # (config.py refuses keys nothing reads)
     assert Settings(max_iters=30).pruning_interval == 10 and Settings(prune_interval=4).pruning_interval == 4
 

@@ -17,7 +17,7 @@ from ppdet.slim.nas.constraint import (CandidatePricer, Constraint, load_constra
 from ppdet.slim.nas.controller import lease_seconds
 from ppdet.slim.nas.strategies import PRUNERS, PRUNING_STRATEGIES, STRATEGIES
 from ppdet.slim.nas.supernet import EVALUATORS, META, SUPERNET_DEFAULTS, SupernetSettings, weight_dirs
-from ppdet.slim.nas.vocabulary import Settings
+from ppdet.slim.nas.vocabulary import Settings, of_type
 from search_space import search_space_name
 
 __all__ = ['SearchSetup', 'load_search_config', 'SEARCH_KEYS']
@@ -90,12 +90,6 @@ def load_search_config(path, overrides=None):
 TYPE_WORDS = {int: 'a whole number', float: 'a number', bool: 'true or false', str: 'a string'}
 
 
-def _of_type(value, kind):
-    if isinstance(value, bool) or kind is bool:
-        return isinstance(value, bool) and kind is bool
-    return isinstance(value, (int, float) if kind is float else kind)
-
-
 def _typed_settings(path, cfg):
     """``cfg``'s search keys as the one ``Settings`` the search reads; a value of the wrong type is one line."""
     hints = typing.get_type_hints(Settings)
@@ -105,7 +99,7 @@ def _typed_settings(path, cfg):
         value, kind = cfg[field.name], hints[field.name]
         optional = typing.get_origin(kind) is typing.Union
         kind = typing.get_args(kind)[0] if optional else kind
-        if not (_of_type(value, kind) or optional and value is None):
+        if not (of_type(value, kind) or optional and value is None):
             raise ConfigError('{}: {} is {!r}; {} {}'.format(
                 path, field.name, value, 'write' if kind is bool else 'it must be', TYPE_WORDS[kind]))
     return Settings.from_config(cfg)

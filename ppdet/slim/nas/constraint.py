@@ -24,7 +24,7 @@ from ppdet.modeling.architectures.blazeface import place_blazeface_units
 from ppdet.modeling.backbones.blazenet import blazenet_plan
 from ppdet.modeling.layers import PlacedConv, conv_params, convs_of
 from ppdet.slim.nas.tokens import sample_candidates
-from ppdet.slim.nas.vocabulary import Settings
+from ppdet.slim.nas.vocabulary import Settings, of_type
 
 __all__ = ['Constraint', 'LatencyTable', 'Price', 'CandidatePricer', 'latency_key', 'unit_key', 'conv_flops',
            'train_input_size', 'load_constraint_table', 'table_kernels', 'RUN_OVERHEAD_KEY']
@@ -180,11 +180,11 @@ class Constraint:
             if max_constraint is not None:
                 raise ConfigError('Constraint has both max_constraint ({}) and max_quantile ({}); keep one'.format(
                     max_constraint, max_quantile))
-            if isinstance(max_quantile, bool) or not isinstance(max_quantile, (int, float)) or not 0 < max_quantile < 1:
+            if not (of_type(max_quantile, float) and 0 < max_quantile < 1):
                 raise ConfigError('Constraint.max_quantile is {!r}; write a share of the space between 0 and 1, e.g. '
                                   '0.45'.format(max_quantile))
-        if near_limit is not None and (isinstance(near_limit, bool) or not isinstance(near_limit, (int, float)) or
-                                       not 0 < near_limit < 1 or (max_constraint is None and max_quantile is None)):
+        if near_limit is not None and not (of_type(near_limit, float) and 0 < near_limit < 1 and
+                                           (max_constraint is not None or max_quantile is not None)):
             raise ConfigError('Constraint.near_limit is {!r}; write a fraction between 0 and 1 (0.05: from 95% of the '
                               'limit up), with max_constraint or max_quantile set'.format(near_limit))
         self.near_limit = near_limit

@@ -45,7 +45,7 @@ from ppdet.core.workspace import ConfigError
 from ppdet.slim.nas.files import SaveError, atomic_write, check_resume_dir, line_of
 from ppdet.slim.nas.strategies import StrategyError
 from ppdet.slim.nas.tokens import Tokens
-from ppdet.slim.nas.vocabulary import CHECKPOINT_NAME, Settings
+from ppdet.slim.nas.vocabulary import CHECKPOINT_NAME, Settings, of_type
 
 __all__ = ['SearchController', 'ControllerGone', 'resolve_server_ip', 'DEFAULT_CONTROLLER_WAIT',
            'lease_seconds']
@@ -799,7 +799,7 @@ def lease_seconds(value, where=''):
     """``client_lease`` checked: None (the adaptive default, see ClientLease) or seconds > 0, else one line."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+    if not (of_type(value, float) and 0 < value < math.inf):
         raise ConfigError("{}client_lease is {!r}; it should be a number of seconds > 0, longer than a candidate's "
                           "training (or leave it out: {}x the longest training so far, at least {:.0f}s)".format(
                               where, value, LEASE_TRAININGS, LEASE_FLOOR))
@@ -808,14 +808,14 @@ def lease_seconds(value, where=''):
 
 def _seed(value):
     """The controller's seed: a whole number >= 0 (what numpy's SeedSequence takes), or a one-line error."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not (of_type(value, int) and value >= 0):
         raise ConfigError('seed is {!r}; it should be a whole number >= 0'.format(value))
     return value
 
 
 def _seconds(key, value):
     """A number of seconds >= 0 from the config, or a one-line error naming the key."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+    if not (of_type(value, float) and value >= 0):
         raise ConfigError('{} is {!r}; it should be a number of seconds >= 0'.format(key, value))
     return value
 

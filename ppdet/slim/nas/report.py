@@ -17,7 +17,7 @@ from ppdet.modeling.backbones.blazenet import blazenet_plan
 from ppdet.slim.nas.constraint import train_input_size
 from ppdet.slim.nas.files import atomic_write, write_csv
 from ppdet.slim.nas.tokens import Tokens
-from ppdet.slim.nas.vocabulary import BEST_STRUCTURE_NAME, PARETO_NAME, REWARDED
+from ppdet.slim.nas.vocabulary import BEST_PADDLEDET_NAME, BEST_STRUCTURE_NAME, PARETO_NAME, REWARDED
 from search_space.blazefacespace_nas import structure_block
 
 __all__ = ['write_best_structure', 'paddledet_override', 'write_paddledet_override', 'pareto_front',
@@ -261,7 +261,7 @@ def write_front(save_dir, points, front, metric, pricer, cfg):
         folder = os.path.join(save_dir, 'pareto', tokens.folder)
         args = searched_args(pricer, tokens)
         write_best_structure(os.path.join(folder, BEST_STRUCTURE_NAME), list(tokens), args, ap)
-        write_paddledet_override(os.path.join(folder, 'best_paddledet.yml'), list(tokens), args, ap, cfg)
+        write_paddledet_override(os.path.join(folder, BEST_PADDLEDET_NAME), list(tokens), args, ap, cfg)
         rows.append(dict({k: row.get(k) for k in PARETO_FIELDS}, tokens=tokens, ap=ap,
                          folder=os.path.relpath(folder, save_dir)))
     write_csv(os.path.join(save_dir, PARETO_NAME), PARETO_FIELDS, rows)
@@ -289,7 +289,7 @@ def write_report(save_dir, setup, strategy, ranked=()):
         args = searched_args(setup.pricer, tokens)
         outputs['best structure'] = os.path.join(save_dir, BEST_STRUCTURE_NAME)
         write_best_structure(outputs['best structure'], tokens, args, reward, winner)
-        paddledet = os.path.join(save_dir, 'best_paddledet.yml')
+        paddledet = os.path.join(save_dir, BEST_PADDLEDET_NAME)
         if write_paddledet_override(paddledet, tokens, args, reward, setup.cfg):
             outputs['for PaddleDetection 2.x'] = paddledet
         front = pareto_front([p[:2] for p in points])

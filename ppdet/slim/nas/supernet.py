@@ -42,7 +42,7 @@ from ppdet.modeling.ops import PRIOR_VARIANCES
 from ppdet.slim.nas.candidate import build_blazeface
 from ppdet.slim.nas.files import atomic_save, atomic_write
 from ppdet.slim.nas.inherit import plan_layers, plan_names
-from ppdet.slim.nas.vocabulary import Settings
+from ppdet.slim.nas.vocabulary import Settings, of_type
 
 __all__ = ['SupernetSettings', 'Supernet', 'SupernetError', 'SlicedConv', 'train_supernet', 'load_supernet',
            'SupernetScorer', 'EVALUATORS', 'WEIGHTS', 'META', 'CHECKPOINT', 'weight_dirs']
@@ -81,10 +81,10 @@ class SupernetSettings:
                                            SUPERNET_ITERS_PER_CANDIDATE * Settings.from_config(cfg).max_iters)
         for key in ('supernet_iters', 'supernet_calib_batches', 'supernet_snapshot_iters', 'supernet_random'):
             low = 0 if key == 'supernet_random' else 1
-            if isinstance(values[key], bool) or not isinstance(values[key], int) or values[key] < low:
+            if not (of_type(values[key], int) and values[key] >= low):
                 raise ConfigError('{}: {} is {!r}; it must be a whole number >= {}'.format(path, key, values[key], low))
         distill = values['supernet_distill']
-        if isinstance(distill, bool) or not isinstance(distill, (int, float)) or distill < 0:
+        if not (of_type(distill, float) and distill >= 0):
             raise ConfigError('{}: supernet_distill is {!r}; give a weight >= 0 (0 turns in-place distillation '
                               'off)'.format(path, distill))
         if values['supernet_sample'] not in SAMPLES:

@@ -10,8 +10,8 @@ from typing import Optional
 
 __all__ = ['Status', 'HISTORY_STATUSES', 'REWARDED', 'PRICED_OUT', 'CLAIMED', 'HISTORY_NAME', 'CHECKPOINT_NAME',
            'STUDY_FILE', 'SUPERNET_DIR', 'CANDIDATES_DIR', 'WEIGHTS_NAME', 'RERANK_NAME', 'PARETO_NAME',
-           'BEST_STRUCTURE_NAME', 'candidate_dir', 'candidate_weights', 'study_param', 'board_param', 'Settings',
-           'defaults']
+           'BEST_STRUCTURE_NAME', 'BEST_PADDLEDET_NAME', 'candidate_dir', 'candidate_weights', 'study_param',
+           'board_param', 'Settings', 'of_type']
 
 
 class Status(enum.StrEnum):
@@ -43,6 +43,7 @@ WEIGHTS_NAME = 'model_final.pdparams'  # a trained candidate's weights, in its f
 RERANK_NAME = 'rerank.csv'
 PARETO_NAME = 'pareto.csv'
 BEST_STRUCTURE_NAME = 'best_structure.yml'
+BEST_PADDLEDET_NAME = 'best_paddledet.yml'  # the same structure for PaddleDetection 2.x
 
 
 def candidate_dir(save_dir, step, tokens):
@@ -119,6 +120,9 @@ class Settings:
         return self.prune_interval if self.prune_interval is not None else max(self.max_iters // 3, 1)
 
 
-def defaults():
-    """Every key's default, by name (``None`` where it depends on another key)."""
-    return {f.name: f.default for f in dataclasses.fields(Settings)}
+def of_type(value, kind):
+    """Whether a config value is of ``kind`` as a setting reads it: ``bool`` only for true/false (which Python also
+    counts as int), ``float`` for any number, ``int`` for whole numbers, ``str`` for strings."""
+    if isinstance(value, bool) or kind is bool:
+        return isinstance(value, bool) and kind is bool
+    return isinstance(value, (int, float) if kind is float else kind)
