@@ -32,6 +32,7 @@ from common import REPO, write_section  # noqa: E402  (it puts the repository on
 
 from bench.ground_truth import DEFAULT_TABLE, demo_limit, load_setup  # noqa: E402
 from bench.surrogate import DEFAULT_DATA, load_ground_truth  # noqa: E402
+from bench.zero_cost import read_rows  # noqa: E402
 
 DEFAULT_OUT = os.path.join(HERE, 'ground_truth_search.jsonl')
 DOCUMENT = os.path.join(HERE, 'SEARCH_QUALITY.md')
@@ -127,11 +128,8 @@ def run_one(strategy, budget, repeat, direction, setup, pool, warm_start, near_l
 
 
 def done_keys(path):
-    if not os.path.isfile(path):
-        return set()
-    with open(path) as f:
-        return {(r['strategy'], r['budget'], r['repeat'], r['reward_seed'], r['warm_start'], r['near_limit'])
-                for r in map(json.loads, filter(str.strip, f))}
+    return {(r['strategy'], r['budget'], r['repeat'], r['reward_seed'], r['warm_start'], r['near_limit'])
+            for r in read_rows(path)}
 
 
 def summarize(rows):
@@ -157,8 +155,7 @@ def markdown(summary):
 
 
 def write_summary(path, setup, pool, near_count):
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = read_rows(path)
     best = np.mean([max(a[s] for a in pool.aps.values()) for s in (0, 1)])
     text = ('Command: `python bench/ground_truth_search.py`, then `--strategies tpe,evolution,random --warm-start 10`, '
             '`--strategies tpe,random --budgets 6,10 --near-limit 0.05` (the {} candidates within 5% below the limit: '
